@@ -1,0 +1,213 @@
+"""The `Bonus` interface, its registry, config validation and the per-environment unroll order check.
+
+A bonus is owned by the learner. Per batch the learner calls `intrinsic_reward(batch)` and then
+`update(batch)`; see docs/design.md for the batch layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlzoo.bonuses.normalization import IntrinsicNormalizer, NORMALIZE_MODES
+
+BONUS_REGISTRY: dict[str, type["Bonus"]] = {}
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+def register_bonus(name: str) -> Callable[[type["Bonus"]], type["Bonus"]]:
+    """Class decorator: make a bonus selectable as `bonus.name: <name>`."""
+
+    def decorate(cls: type["Bonus"]) -> type["Bonus"]:
+        if name in BONUS_REGISTRY:
+            raise ValueError(f"bonus {name!r} is registered twice")
+        cls.name = name
+        BONUS_REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def create_bonus(cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> "Bonus":
+    """Instantiate the registered bonus named by `cfg.name` (modules must already be imported)."""
+    name = cfg_get(cfg, "name", str)
+    if name not in BONUS_REGISTRY:
+        allowed = ", ".join(["none", *sorted(BONUS_REGISTRY)])
+        raise ValueError(f"bonus.name={name!r} is not a known bonus; allowed: {allowed}")
+    return BONUS_REGISTRY[name](cfg, spec, model_cfg, num_envs, device)
+
+
+_MISSING = object()
+
+
+def cfg_get(cfg: Any, key: str, kind: type, choices: tuple | None = None, default: Any = _MISSING) -> Any:
+    """Read `cfg[key]`, check its type (and allowed values); errors name `bonus.<key>`."""
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    if value is _MISSING:
+        raise ValueError(f"bonus.{key} is required")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValueError(f"bonus.{key}={value!r} must be of type {kind.__name__}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"bonus.{key}={value!r}; allowed: {', '.join(map(str, choices))}")
+    return value
+
+
+def batch_waves(env_ids: np.ndarray) -> list[np.ndarray]:
+    """Split batch columns into waves in which each env appears at most once, keeping column order.
+
+    A batch may hold several consecutive unrolls of one environment; they must be processed one
+    after the other, so the k-th occurrence of each env goes to wave k.
+    """
+    occurrence = np.zeros(len(env_ids), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for col, env in enumerate(env_ids.tolist()):
+        occurrence[col] = seen.get(env, 0)
+        seen[env] = occurrence[col] + 1
+    return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max(initial=-1)) + 1)]
+
+
+@dataclass
+class BatchContext:
+    """What the episodic bookkeeping needs to know about a batch, computed once per batch."""
+
+    env_ids: torch.Tensor  # [B] int64, on the bonus's device
+    dones: torch.Tensor  # [T, B] bool
+    fresh: np.ndarray  # [B] bool: the env's episodic state starts here (new env_id or restarted env)
+    waves: list[np.ndarray]  # column groups with each env at most once, in processing order
+
+
+class Bonus(nn.Module):
+    """Base class: subclasses implement `compute` (raw reward) and `losses` (their training loss).
+
+    Common config fields, read by the learner and validated here: `coef`, `extrinsic_coef`,
+    `separate_value_head`, `int_discount`, `int_episodic`, `normalize`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
+        super().__init__()
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be positive, got {num_envs}")
+        self.cfg = cfg
+        self.spec = spec
+        self.model_cfg = model_cfg
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.num_actions = int(spec.num_actions)
+        self.coef = cfg_get(cfg, "coef", float)
+        self.extrinsic_coef = cfg_get(cfg, "extrinsic_coef", float)
+        cfg_get(cfg, "separate_value_head", bool)
+        int_discount = cfg_get(cfg, "int_discount", float)
+        if not 0.0 <= int_discount <= 1.0:
+            raise ValueError(f"bonus.int_discount={int_discount} must lie in [0, 1]")
+        int_episodic = cfg_get(cfg, "int_episodic", bool)
+        mode = cfg_get(cfg, "normalize", str, NORMALIZE_MODES)
+        self.normalizer = IntrinsicNormalizer(mode, num_envs, int_discount, int_episodic)
+        # Last unroll index seen per env id; -1 = never seen.
+        self.register_buffer("last_unroll_index", torch.full((num_envs,), -1, dtype=torch.int64))
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._pending: tuple[dict, Any, dict[str, float]] | None = None
+
+    # ---- subclass interface -------------------------------------------------------------------
+    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+        """Raw intrinsic reward [T, B] and whatever `losses` needs (tensors may carry gradient).
+
+        Advances the episodic state by this batch. Rewards of done transitions are zeroed after.
+        """
+        raise NotImplementedError
+
+    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+        """Named scalar losses of the bonus's networks, summed for one optimizer step."""
+        return {}
+
+    # ---- learner interface --------------------------------------------------------------------
+    def intrinsic_reward(self, batch: dict) -> torch.Tensor:
+        """Intrinsic reward [T, B] of every transition, normalised as configured, without gradient."""
+        ctx = self.make_context(batch)
+        return self.reward(batch, ctx)
+
+    def update(self, batch: dict) -> dict[str, float]:
+        """One training step of the bonus's networks on `batch`; returns losses and metrics."""
+        if self._pending is None or self._pending[0] is not batch:
+            raise RuntimeError(f"{type(self).__name__}.update() must follow intrinsic_reward() on the same batch")
+        _, aux, metrics = self._pending
+        self._pending = None
+        return {**metrics, **self.train_step(batch, aux)}
+
+    # ---- shared machinery ---------------------------------------------------------------------
+    def make_context(self, batch: dict) -> BatchContext:
+        """Check that each env's unrolls arrive in order and find where episodic state starts."""
+        env_ids = batch["env_ids"].to(self.device)
+        ids = env_ids.cpu().numpy()
+        index = batch["unroll_index"].cpu().numpy()
+        first0 = batch["first"][0].cpu().numpy()
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
+            raise ValueError(f"env_ids must lie in [0, {self.num_envs}) (num_envs given to build_bonus), got {ids.tolist()}")
+        last = self.last_unroll_index.cpu().numpy().copy()
+        fresh = np.zeros(len(ids), dtype=bool)
+        for col, (env, idx) in enumerate(zip(ids.tolist(), index.tolist())):
+            if last[env] < 0 or (idx == 0 and first0[col]):
+                # A new env id, or an environment restarted from scratch (a resumed run): both begin
+                # a new episode, so any carried episodic state is dropped.
+                fresh[col] = True
+            elif idx != last[env] + 1:
+                raise RuntimeError(
+                    f"unrolls of env_id {env} arrived out of order: got unroll_index {idx} after "
+                    f"{last[env]}; episodic bonuses need each environment's unrolls in sequence"
+                )
+            last[env] = idx
+        self.last_unroll_index.copy_(torch.from_numpy(last))
+        return BatchContext(env_ids, batch["dones"].to(self.device).bool(), fresh, batch_waves(ids))
+
+    def reward(self, batch: dict, ctx: BatchContext) -> torch.Tensor:
+        """Raw reward → done-masked → normalised; keeps what `update` needs for this batch."""
+        with torch.enable_grad():  # the learner may call us under no_grad; our losses reuse this pass
+            raw, aux = self.compute(batch, ctx)
+        raw = raw.detach().float().masked_fill(ctx.dones, 0.0)
+        normalised = self.normalizer(raw, ctx.dones, ctx.env_ids, ctx.waves)
+        metrics = {
+            "bonus/int_raw_mean": raw.mean().item(),
+            "bonus/int_raw_max": raw.max().item(),
+            "bonus/int_mean": normalised.mean().item(),
+            "bonus/int_max": normalised.max().item(),
+        }
+        self._pending = (batch, aux, metrics)
+        return normalised
+
+    def train_step(self, batch: dict, aux: Any) -> dict[str, float]:
+        losses = self.losses(batch, aux)
+        if not losses:
+            return {}
+        assert self.optimizer is not None, "a bonus with losses must create its optimizer"
+        total = torch.stack(list(losses.values())).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return {f"loss/{key}": value.item() for key, value in losses.items()}
+
+    def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The bonus's own optimizer from `bonus.optimizer` and `bonus.lr`."""
+        kind = cfg_get(self.cfg, "optimizer", str, OPTIMIZERS)
+        lr = cfg_get(self.cfg, "lr", float)
+        if kind == "adam":
+            return torch.optim.Adam(params, lr=lr)
+        # RIDE's RMSprop settings (TorchBeast defaults).
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=0.01)
+
+    def get_extra_state(self) -> dict:
+        return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def flat_obs(obs: dict[str, torch.Tensor], start: int = 0) -> dict[str, torch.Tensor]:
+    """obs [T+1, B, ...] from time `start` on, flattened to [N, ...] for a network."""
+    return {k: v[start:].reshape(-1, *v.shape[2:]) for k, v in obs.items()}

@@ -1,0 +1,121 @@
+"""Running statistics used by the bonuses: intrinsic-reward normalisation and observation whitening."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+NORMALIZE_MODES = ("none", "std", "return_std")
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and variance of every sample ever seen (parallel-variance merge, float64 buffers)."""
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge `x` [..., *shape]; every leading element counts once (numel, not len — see below)."""
+        x = x.detach().to(torch.float64).reshape(-1, *self.mean.shape)
+        # The E3B reference counted a [T, B] batch with len() (= T), which overweights each batch by B
+        # and inflates the std; the count here is the number of samples, T·B.
+        n = float(x.shape[0])
+        if n == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_var = x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * (n / total)
+        m2 = self.var * self.count + batch_var * n + delta.square() * (self.count * n / total)
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def std(self) -> torch.Tensor:
+        return self.var.sqrt()
+
+
+class ObservationWhitener(nn.Module):
+    """RND's observation normalisation: (x − mean) / std, clipped to [−clip, clip].
+
+    The paper initialises the statistics from random-agent steps; here the first batch seen
+    initialises them (the statistics are updated before they are used).
+    """
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 5.0) -> None:
+        super().__init__()
+        self.stats = RunningMeanStd(shape)
+        self.clip = clip
+
+    def forward(self, x: torch.Tensor, update: bool) -> torch.Tensor:
+        x = x.float()
+        if update:
+            self.stats.update(x)
+        mean = self.stats.mean.float()
+        std = self.stats.std().float().clamp_min(1e-8)
+        return ((x - mean) / std).clamp(-self.clip, self.clip)
+
+
+class IntrinsicNormalizer(nn.Module):
+    """Scales raw intrinsic rewards [T, B] as configured by `bonus.normalize`.
+
+    - `none`: unchanged.
+    - `std`: divided by the running std of the intrinsic rewards (no mean subtraction), as E3B.
+    - `return_std`: divided by the running std of the per-environment discounted intrinsic return
+      (RND's reward forward filter); the return is cut at episode ends only when `episodic`.
+    """
+
+    def __init__(self, mode: str, num_envs: int, discount: float, episodic: bool) -> None:
+        super().__init__()
+        if mode not in NORMALIZE_MODES:
+            raise ValueError(f"bonus.normalize={mode!r}; allowed: {', '.join(NORMALIZE_MODES)}")
+        self.mode = mode
+        self.discount = discount
+        self.episodic = episodic
+        self.stats = RunningMeanStd()
+        self.register_buffer("returns", torch.zeros(num_envs, dtype=torch.float64))
+
+    @torch.no_grad()
+    def forward(
+        self, raw: torch.Tensor, dones: torch.Tensor, env_ids: torch.Tensor, waves: list[np.ndarray]
+    ) -> torch.Tensor:
+        if self.mode == "none":
+            return raw
+        if self.mode == "std":
+            self.stats.update(raw)
+        else:
+            self.stats.update(self._discounted_returns(raw, dones, env_ids, waves))
+        return raw / self.stats.std().float().clamp_min(1e-8)
+
+    def _discounted_returns(
+        self, raw: torch.Tensor, dones: torch.Tensor, env_ids: torch.Tensor, waves: list[np.ndarray]
+    ) -> torch.Tensor:
+        out = torch.empty_like(raw, dtype=torch.float64)
+        keep = torch.ones_like(dones, dtype=torch.float64)
+        if self.episodic:
+            keep = (~dones).double()
+        for cols in waves:  # one wave holds each env at most once, so carried state is per env
+            idx = torch.as_tensor(cols, device=raw.device)
+            ids = env_ids[idx]
+            ret = self.returns[ids]
+            for t in range(raw.shape[0]):
+                ret = ret * self.discount + raw[t, idx].double()
+                out[t, idx] = ret
+                ret = ret * keep[t, idx]
+            self.returns[ids] = ret
+        return out
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+def summary(x: torch.Tensor) -> dict[str, Any]:
+    """Mean and max of a reward tensor as plain floats."""
+    return {"mean": x.float().mean().item(), "max": x.float().max().item()}

@@ -1,0 +1,123 @@
+"""Composing and validating the Hydra config.
+
+Hydra already rejects unknown config groups, options and keys. This module checks the values:
+each check names the key, the bad value and what is allowed, and runs before any worker starts.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key, the value and what is allowed."""
+
+
+def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """Compose the config as `rlzoo-train` would, outside of a Hydra app (notebooks, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    return value
+
+
+def check_choice(cfg: DictConfig, key: str, allowed: Iterable[Any]) -> None:
+    allowed = list(allowed)
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {allowed}")
+
+
+def check_number(
+    cfg: DictConfig,
+    key: str,
+    *,
+    integer: bool = False,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    min_inclusive: bool = True,
+) -> None:
+    value = _get(cfg, key)
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r} must be {kind}")
+    if min_value is not None:
+        too_small = value < min_value if min_inclusive else value <= min_value
+        if too_small:
+            bound = ">=" if min_inclusive else ">"
+            raise ConfigError(f"{key}={value!r} must be {bound} {min_value}")
+    if max_value is not None and value > max_value:
+        raise ConfigError(f"{key}={value!r} must be <= {max_value}")
+
+
+def check_bool(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values the trainer itself reads; env/model/bonus factories check their own."""
+    check_number(cfg, "seed", integer=True, min_value=0)
+    check_number(cfg, "total_steps", integer=True, min_value=1)
+    check_number(cfg, "time_limit_s", min_value=0)
+    check_number(cfg, "checkpoint_interval_s", min_value=0, min_inclusive=False)
+
+    check_choice(cfg, "algo.optimizer", ["rmsprop", "adam"])
+    check_number(cfg, "algo.lr", min_value=0, min_inclusive=False)
+    check_choice(cfg, "algo.lr_decay", ["linear", "none"])
+    check_number(cfg, "algo.alpha", min_value=0, max_value=1)
+    check_number(cfg, "algo.eps", min_value=0, min_inclusive=False)
+    check_number(cfg, "algo.momentum", min_value=0)
+    check_number(cfg, "algo.discount", min_value=0, max_value=1)
+    check_number(cfg, "algo.entropy_cost", min_value=0)
+    check_number(cfg, "algo.baseline_cost", min_value=0)
+    check_choice(cfg, "algo.reward_clip", ["abs_one", "none"])
+    check_number(cfg, "algo.grad_norm_clip", min_value=0)
+    for key in ("algo.rho_bar", "algo.c_bar", "algo.pg_rho_bar"):
+        check_number(cfg, key, min_value=0, min_inclusive=False)
+
+    check_choice(cfg, "runtime.name", ["ray", "serial"])
+    for key in ("runtime.num_actors", "runtime.envs_per_actor", "runtime.unroll_length",
+                "runtime.batch_size", "runtime.broadcast_interval", "runtime.inflight_per_actor",
+                "runtime.learners"):
+        check_number(cfg, key, integer=True, min_value=1)
+    check_number(cfg, "runtime.learner_threads", integer=True, min_value=0)
+    check_choice(cfg, "runtime.device", ["auto", "cpu", "cuda"])
+    check_bool(cfg, "runtime.allow_oversubscribe")
+    if cfg.runtime.batch_size % cfg.runtime.envs_per_actor:
+        raise ConfigError(
+            f"runtime.batch_size={cfg.runtime.batch_size} must be a multiple of "
+            f"runtime.envs_per_actor={cfg.runtime.envs_per_actor} (a batch is made of whole unrolls)"
+        )
+    if cfg.runtime.batch_size % cfg.runtime.learners:
+        raise ConfigError(
+            f"runtime.batch_size={cfg.runtime.batch_size} must be divisible by "
+            f"runtime.learners={cfg.runtime.learners} (each learner takes an equal share)"
+        )
+    if cfg.runtime.name == "ray" and cfg.runtime.ray_address is None and not cfg.runtime.allow_oversubscribe:
+        cpus = os.cpu_count() or 1
+        if cfg.runtime.num_actors > cpus:
+            raise ConfigError(
+                f"runtime.num_actors={cfg.runtime.num_actors} is more than the {cpus} CPUs of this "
+                "machine; lower it, or set runtime.allow_oversubscribe=true to run them anyway"
+            )
+    if cfg.runtime.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("runtime.device='cuda' but no CUDA device is available; use auto or cpu")
+    if not isinstance(cfg.resume, str) or not cfg.resume:
+        raise ConfigError(f"resume={cfg.resume!r} must be auto, never, or the path of a run directory")
+    check_bool(cfg, "logger.wandb")
+    check_number(cfg, "logger.log_interval_s", min_value=0, min_inclusive=False)

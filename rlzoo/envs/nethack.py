@@ -1,0 +1,174 @@
+"""NetHack (NLE tasks) and MiniHack environments: observation buffers, seeding, episode stats."""
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+
+from rlzoo.envs.tty_render import tty_to_rgb
+from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, episode_seed_stream
+
+DUNGEON_SHAPE = (21, 79)
+CROP_SIZE = 9
+NUM_BLSTATS = 27
+MESSAGE_LEN = 256
+# Only what we deliver is requested from the env: every extra key costs copies inside NLE's step.
+_ENV_OBS_KEYS = ("glyphs", "blstats", "message")
+_RENDER_OBS_KEYS = ("tty_chars", "tty_colors")
+
+NETHACK_OBS_SPACE = {
+    "glyphs": (DUNGEON_SHAPE, np.dtype(np.int16)),
+    "crop": ((CROP_SIZE, CROP_SIZE), np.dtype(np.int16)),
+    "blstats": ((NUM_BLSTATS,), np.dtype(np.int32)),
+    "message": ((MESSAGE_LEN,), np.dtype(np.uint8)),
+}
+
+
+def _make_env(cfg: dict[str, Any], render: bool):
+    import gymnasium
+
+    if cfg["family"] == "minihack":
+        import minihack  # noqa: F401  (registers the MiniHack-* ids)
+    else:
+        import nle  # noqa: F401  (registers the NetHack* ids)
+
+    kwargs = dict(cfg["env_kwargs"])
+    kwargs["observation_keys"] = _ENV_OBS_KEYS + (_RENDER_OBS_KEYS if render else ())
+    kwargs["fix_moon_phase"] = cfg["fix_moon_phase"]
+    if cfg["max_episode_steps"] is not None:
+        kwargs["max_episode_steps"] = cfg["max_episode_steps"]
+    # The gymnasium wrappers only re-check what we validate ourselves; skip their per-step cost.
+    return gymnasium.make(cfg["name"], **kwargs).unwrapped
+
+
+@functools.cache
+def _spec_for(cfg_json: str) -> EnvSpec:
+    cfg = json.loads(cfg_json)
+    env = _make_env(cfg, render=False)
+    try:
+        names = tuple(getattr(a, "name", str(a)) for a in env.actions)
+        return EnvSpec(
+            family=cfg["family"],
+            name=cfg["name"],
+            obs_space=dict(NETHACK_OBS_SPACE),
+            num_actions=int(env.action_space.n),
+            action_names=names,
+        )
+    finally:
+        env.close()
+
+
+def nethack_spec(cfg: dict[str, Any]) -> EnvSpec:
+    """Spec of a validated NetHack/MiniHack config (builds one env once to count actions)."""
+    return _spec_for(json.dumps(cfg, sort_keys=True))
+
+
+class NetHackEnv:
+    """One NLE/MiniHack env writing its observations into row i of shared batch buffers."""
+
+    def __init__(self, cfg: dict[str, Any], rng: np.random.Generator, render: bool) -> None:
+        from nle import nethack
+        from nle.env.base import NLE
+        from nle.env.tasks import NetHackChallenge
+
+        self.env = _make_env(cfg, render)
+        self.rng = rng
+        self.render_enabled = render
+        self.track_score = cfg["family"] == "nethack"
+        self._nle_seed = NLE.seed
+        # NetHackChallenge forbids seeding by design: its episodes cannot be reproduced.
+        self.seedable = not isinstance(self.env, NetHackChallenge)
+        if not self.seedable:
+            warnings.warn(f"{cfg['name']} does not allow seeding; its episodes are not reproducible")
+        # MiniGrid-based MiniHack tasks draw their layouts from the MiniGrid env's own generator.
+        minigrid_env = getattr(self.env, "minigrid_env", None)
+        if minigrid_env is not None:
+            minigrid_env.reset(seed=int(rng.integers(2**31)))
+        self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
+        self.score_index = nethack.NLE_BL_SCORE
+        self.depth_index = nethack.NLE_BL_DEPTH
+        # Glyph map with a CROP_SIZE//2 border of "nothing" glyphs, so any crop is a plain slice.
+        half = CROP_SIZE // 2
+        self._padded = np.full(
+            (DUNGEON_SHAPE[0] + 2 * half, DUNGEON_SHAPE[1] + 2 * half), nethack.MAX_GLYPH, np.int16
+        )
+        self._interior = self._padded[half : half + DUNGEON_SHAPE[0], half : half + DUNGEON_SHAPE[1]]
+        self._last_obs: dict[str, np.ndarray] | None = None
+        self._new_episode_stats()
+
+    def _new_episode_stats(self) -> None:
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.score = 0
+        self.depth = 0
+
+    def _reset_env(self) -> dict[str, np.ndarray]:
+        if self.seedable:
+            core, disp = (int(s) for s in self.rng.integers(2**63 - 1, size=2))
+            # NLE's own seed(), not the subclass's: MiniHack's MiniGrid tasks override it with a
+            # call that gymnasium-era MiniGrid envs no longer have (their generator is seeded above).
+            self._nle_seed(self.env, core, disp, reseed=False)
+        obs, _ = self.env.reset()
+        self._new_episode_stats()
+        return obs
+
+    def _write(self, obs: dict[str, np.ndarray], out: Obs, i: int) -> None:
+        glyphs, blstats = obs["glyphs"], obs["blstats"]
+        out["glyphs"][i] = glyphs
+        self._interior[...] = glyphs
+        x, y = int(blstats[0]), int(blstats[1])
+        # The padded map is offset by CROP_SIZE//2, so rows y..y+8 are centred on the agent's row.
+        out["crop"][i] = self._padded[y : y + CROP_SIZE, x : x + CROP_SIZE]
+        out["blstats"][i] = blstats
+        out["message"][i] = obs["message"]
+        if self.render_enabled:
+            self._last_obs = obs
+
+    def reset(self, out: Obs, i: int) -> None:
+        self._write(self._reset_env(), out, i)
+
+    def step(self, action: int, out: Obs, i: int) -> tuple[float, bool, dict[str, float] | None]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.episode_return += reward
+        self.episode_length += 1
+        if self.track_score:
+            blstats = obs["blstats"]
+            # blstats read all zeros once the game is over, so keep the last in-game values.
+            if blstats[self.depth_index] > 0:
+                self.score = int(blstats[self.score_index])
+                self.depth = int(blstats[self.depth_index])
+        done = terminated or truncated
+        episode = None
+        if done:
+            episode = {"return": self.episode_return, "length": self.episode_length}
+            if self.success_status is not None:
+                episode["success"] = float(info["end_status"] == self.success_status)
+            if self.track_score:
+                episode["score"] = self.score
+                episode["depth"] = self.depth
+            obs = self._reset_env()
+        self._write(obs, out, i)
+        return reward, done, episode
+
+    def render(self) -> np.ndarray:
+        if self._last_obs is None:
+            raise RuntimeError("render() needs an env built with render=True and reset first")
+        return tty_to_rgb(self._last_obs["tty_chars"], self._last_obs["tty_colors"])
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_nethack_vec_env(
+    cfg: dict[str, Any], num_envs: int, seed: int, env_id_offset: int, render: bool = False
+) -> ListVecEnv:
+    """List-of-envs VecEnv for a validated NetHack/MiniHack config."""
+    spec = nethack_spec(cfg)
+    envs = [
+        NetHackEnv(cfg, episode_seed_stream(seed, env_id_offset + i), render)
+        for i in range(num_envs)
+    ]
+    return ListVecEnv(envs, spec)

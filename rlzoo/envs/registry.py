@@ -1,0 +1,212 @@
+"""Environment names, config validation and the family dispatch behind `make_vec_env`/`env_spec`."""
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlzoo.envs.vec_env import EnvSpec, VecEnv
+
+FAMILIES = ("nethack", "minihack", "procgen")
+
+NETHACK_TASKS = (
+    "NetHackScore-v0",
+    "NetHackStaircase-v0",
+    "NetHackStaircasePet-v0",
+    "NetHackOracle-v0",
+    "NetHackGold-v0",
+    "NetHackEat-v0",
+    "NetHackScout-v0",
+    "NetHackChallenge-v0",
+)
+
+PROCGEN_GAMES = (
+    "bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
+    "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot",
+)  # fmt: skip
+
+PROCGEN_DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")
+# Procgen supports "exploration" only for these games (a single fixed hard level each).
+PROCGEN_EXPLORATION_GAMES = (
+    "coinrun", "caveflyer", "leaper", "jumper", "maze", "heist", "climber", "ninja",
+)  # fmt: skip
+
+# Keys each family accepts, with defaults; anything else in env_cfg is a typo and is rejected.
+_COMMON_KEYS = {"family": None, "name": None, "env_kwargs": {}}
+_NETHACK_KEYS = {**_COMMON_KEYS, "max_episode_steps": None, "fix_moon_phase": True}
+_FAMILY_KEYS = {
+    "nethack": _NETHACK_KEYS,
+    "minihack": _NETHACK_KEYS,
+    "procgen": {
+        **_COMMON_KEYS,
+        "distribution_mode": "easy",
+        "num_levels": 200,
+        "start_level": 0,
+        "eval_num_levels": 0,
+        "eval_start_level": 0,
+        "num_threads": 0,
+    },
+}
+
+
+@functools.cache
+def minihack_tasks() -> tuple[str, ...]:
+    """Every MiniHack task registered with gymnasium."""
+    import gymnasium
+    import minihack  # noqa: F401  (registers the MiniHack-* ids)
+
+    return tuple(sorted(k for k in gymnasium.registry if k.startswith("MiniHack-")))
+
+
+def family_names(family: str) -> tuple[str, ...]:
+    """Valid `env.name` values of one family."""
+    if family == "nethack":
+        return NETHACK_TASKS
+    if family == "minihack":
+        return minihack_tasks()
+    if family == "procgen":
+        return PROCGEN_GAMES
+    raise _bad_value("env.family", family, FAMILIES)
+
+
+def _bad_value(key: str, value: Any, allowed: Sequence[str], hint: str = "") -> ValueError:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=3, cutoff=0.5)
+    if close:
+        suggestion = f"did you mean {' or '.join(repr(c) for c in close)}?"
+    elif len(allowed) <= 20:
+        suggestion = f"allowed: {', '.join(map(str, allowed))}"
+    else:
+        suggestion = f"{len(allowed)} valid names, none close"
+    return ValueError(f"{key}={value!r} is not valid; {suggestion}{hint}")
+
+
+def _family_of(name: str) -> str | None:
+    for family in ("nethack", "procgen", "minihack"):  # cheapest lookups first
+        if name in family_names(family):
+            return family
+    return None
+
+
+def _check_int(cfg: Mapping[str, Any], key: str, minimum: int, allow_none: bool = False) -> None:
+    value = cfg[key]
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = f"an integer >= {minimum}" + (" or null" if allow_none else "")
+        raise ValueError(f"env.{key}={value!r} is not valid; expected {expected}")
+
+
+def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """Check an env config and return it as a plain dict with every key filled in.
+
+    `family` may be omitted (it is inferred from `name`). Raises ValueError naming the bad key.
+    """
+    if isinstance(env_cfg, DictConfig):
+        cfg = OmegaConf.to_container(env_cfg, resolve=True)
+    else:
+        cfg = dict(env_cfg)
+    name = cfg.get("name")
+    if not isinstance(name, str):
+        raise ValueError(f"env.name must be a string, got {name!r}")
+    family = cfg.get("family")
+    if family is None:
+        family = _family_of(name)
+        if family is None:
+            everything = [n for f in FAMILIES for n in family_names(f)]
+            raise _bad_value("env.name", name, everything)
+    elif family not in FAMILIES:
+        raise _bad_value("env.family", family, FAMILIES)
+    names = family_names(family)
+    if name not in names:
+        owner = _family_of(name)
+        hint = f" ({name!r} is a {owner} env: use env={owner})" if owner else ""
+        raise _bad_value("env.name", name, names, hint)
+
+    allowed_keys = _FAMILY_KEYS[family]
+    unknown = sorted(set(cfg) - set(allowed_keys))
+    if unknown:
+        raise ValueError(
+            f"unknown env key(s) {unknown} for family {family!r}; allowed: {sorted(allowed_keys)}"
+        )
+    cfg = {**allowed_keys, **cfg, "family": family}
+    if not isinstance(cfg["env_kwargs"], Mapping):
+        raise ValueError(f"env.env_kwargs must be a mapping, got {cfg['env_kwargs']!r}")
+
+    if family in ("nethack", "minihack"):
+        _check_int(cfg, "max_episode_steps", 1, allow_none=True)
+        if not isinstance(cfg["fix_moon_phase"], bool):
+            raise ValueError(f"env.fix_moon_phase must be true or false, got {cfg['fix_moon_phase']!r}")
+    else:
+        mode = cfg["distribution_mode"]
+        if mode not in PROCGEN_DISTRIBUTION_MODES:
+            raise _bad_value("env.distribution_mode", mode, PROCGEN_DISTRIBUTION_MODES)
+        if mode == "exploration" and name not in PROCGEN_EXPLORATION_GAMES:
+            raise _bad_value("env.name", name, PROCGEN_EXPLORATION_GAMES,
+                             " (games with distribution_mode=exploration)")  # fmt: skip
+        for key in ("num_levels", "start_level", "eval_num_levels", "eval_start_level", "num_threads"):
+            _check_int(cfg, key, 0)
+        _check_held_out(cfg)
+    return cfg
+
+
+def _check_held_out(cfg: Mapping[str, Any]) -> None:
+    """Evaluation levels must not overlap the training levels (num_levels 0 = all seeds, for which
+    an overlap with a finite training set has negligible probability, as in the Procgen paper)."""
+    train, evaluation = cfg["num_levels"], cfg["eval_num_levels"]
+    if train == 0 or evaluation == 0:
+        return
+    lo, hi = cfg["start_level"], cfg["start_level"] + train
+    eval_lo, eval_hi = cfg["eval_start_level"], cfg["eval_start_level"] + evaluation
+    if eval_lo < hi and lo < eval_hi:
+        raise ValueError(
+            f"evaluation levels [{eval_lo}, {eval_hi}) overlap training levels [{lo}, {hi}); "
+            f"set env.eval_start_level >= {hi} or env.eval_num_levels=0"
+        )
+
+
+def eval_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """The config to evaluate on: Procgen's held-out levels; other families are unchanged."""
+    cfg = validate_env_cfg(env_cfg)
+    if cfg["family"] == "procgen":
+        cfg["num_levels"], cfg["start_level"] = cfg["eval_num_levels"], cfg["eval_start_level"]
+    return cfg
+
+
+def env_spec(env_cfg: Mapping[str, Any] | DictConfig) -> EnvSpec:
+    """Observation space and action count of the configured environment."""
+    cfg = validate_env_cfg(env_cfg)
+    if cfg["family"] == "procgen":
+        from rlzoo.envs.procgen import procgen_spec
+
+        return procgen_spec(cfg)
+    from rlzoo.envs.nethack import nethack_spec
+
+    return nethack_spec(cfg)
+
+
+def make_vec_env(
+    env_cfg: Mapping[str, Any] | DictConfig,
+    num_envs: int,
+    seed: int,
+    env_id_offset: int = 0,
+    *,
+    render: bool = False,
+) -> VecEnv:
+    """`num_envs` auto-resetting environments; environment i is seeded from (seed, env_id_offset+i).
+
+    `render=True` additionally keeps what `VecEnv.render` needs (terminal screen / full-size frame);
+    leave it off for training.
+    """
+    cfg = validate_env_cfg(env_cfg)
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    if cfg["family"] == "procgen":
+        from rlzoo.envs.procgen import ProcgenVecEnv
+
+        return ProcgenVecEnv(cfg, num_envs, seed, env_id_offset, render=render)
+    from rlzoo.envs.nethack import make_nethack_vec_env
+
+    return make_nethack_vec_env(cfg, num_envs, seed, env_id_offset, render=render)

@@ -1,0 +1,212 @@
+"""The learner: one IMPALA update on a batch of unrolls, with an optional exploration bonus.
+
+`Learner.update` reads top to bottom as the algorithm: bonus reward → model over the batch →
+V-trace targets → losses → gradient step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from rlzoo.algos import impala
+from rlzoo.algos.rewards import clip_reward, combined_reward
+from rlzoo.algos.vtrace import vtrace
+from rlzoo.bonuses import build_bonus
+from rlzoo.envs import EnvSpec
+from rlzoo.models import build_model
+from rlzoo.runtime import distributed
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many updates in a row produced a NaN/inf loss or gradient."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def batch_to_torch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """numpy batch → torch on `device`; small integer dtypes stay small until the model."""
+    def convert(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return torch.from_numpy(x).to(device, non_blocking=True)
+        if isinstance(x, dict):
+            return {k: convert(v) for k, v in x.items()}
+        if isinstance(x, (tuple, list)):
+            return tuple(convert(v) for v in x)
+        return x
+
+    return {k: convert(v) for k, v in batch.items()}
+
+
+def uses_separate_value_head(cfg: DictConfig) -> bool:
+    return cfg.bonus.name != "none" and bool(cfg.bonus.get("separate_value_head", False))
+
+
+class Learner:
+    """Owns the model, its optimizer and the bonus. `rank`/`world_size` > 1 shard each batch."""
+
+    def __init__(self, cfg: DictConfig, spec: EnvSpec, num_envs: int, device: torch.device,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.cfg = cfg
+        self.algo = cfg.algo
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        self.num_actions = spec.num_actions
+        self.separate_value_head = uses_separate_value_head(cfg)
+
+        torch.manual_seed(cfg.seed)  # every learner replica starts from identical weights
+        self.model = build_model(cfg.model, spec, intrinsic_value_head=self.separate_value_head).to(device)
+        self.bonus = build_bonus(cfg.bonus, spec, cfg.model, num_envs, device)
+        self.optimizer = self._make_optimizer()
+        self.version = 0  # learner steps taken; actors report which version acted
+        self.skipped_updates = 0
+        self._nonfinite_in_a_row = 0
+        if world_size > 1:
+            distributed.broadcast_parameters(self.model)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        a = self.algo
+        if a.optimizer == "rmsprop":
+            return torch.optim.RMSprop(self.model.parameters(), lr=a.lr, alpha=a.alpha, eps=a.eps,
+                                       momentum=a.momentum)
+        return torch.optim.Adam(self.model.parameters(), lr=a.lr, eps=a.eps)
+
+    def learning_rate(self, env_steps: int) -> float:
+        if self.algo.lr_decay == "linear":
+            return self.algo.lr * max(0.0, 1.0 - env_steps / self.cfg.total_steps)
+        return self.algo.lr
+
+    def update(self, batch_np: Mapping[str, Any], env_steps: int) -> dict[str, float]:
+        """One gradient step on a batch (numpy arrays as produced by `collate`)."""
+        start = time.perf_counter()
+        batch = batch_to_torch(batch_np, self.device)
+        metrics: dict[str, float] = {}
+
+        # 1. Exploration bonus on the whole batch (its episodic state follows every environment).
+        intrinsic = None
+        if self.bonus is not None:
+            intrinsic = self.bonus.intrinsic_reward(batch)
+            metrics.update(self.bonus.update(batch))
+        if self.world_size > 1:
+            batch, intrinsic = self._my_share(batch, intrinsic)
+
+        # 2. The current policy over the unroll; the last step only bootstraps.
+        out, _ = self.model(batch["obs"], batch["first"], batch["core_state"])
+        logits = out["logits"][:-1]
+        actions, dones = batch["actions"], batch["dones"]
+        log_rhos = impala.action_log_probs(logits, actions) - impala.action_log_probs(batch["logits"], actions)
+        not_done = (~dones).float()
+
+        # 3. V-trace targets and advantages, one stream or an extrinsic and an intrinsic one.
+        bc = self.cfg.bonus
+        if self.separate_value_head:
+            ext = vtrace(log_rhos, self.algo.discount * not_done, clip_reward(batch["rewards"], self.algo.reward_clip),
+                         out["baseline"][:-1], out["baseline"][-1], **self._clips())
+            int_discounts = bc.int_discount * (not_done if bc.int_episodic else torch.ones_like(not_done))
+            intr = vtrace(log_rhos, int_discounts, intrinsic, out["int_baseline"][:-1], out["int_baseline"][-1],
+                          **self._clips())
+            advantages = bc.extrinsic_coef * ext.pg_advantages + bc.coef * intr.pg_advantages
+            value_loss = (impala.baseline_loss(out["baseline"][:-1], ext.vs)
+                          + impala.baseline_loss(out["int_baseline"][:-1], intr.vs))
+        else:
+            ext_coef = bc.extrinsic_coef if self.bonus is not None else 1.0
+            int_coef = bc.coef if self.bonus is not None else 0.0
+            rewards = combined_reward(batch["rewards"], intrinsic, ext_coef, int_coef, self.algo.reward_clip)
+            ext = vtrace(log_rhos, self.algo.discount * not_done, rewards, out["baseline"][:-1],
+                         out["baseline"][-1], **self._clips())
+            advantages = ext.pg_advantages
+            value_loss = impala.baseline_loss(out["baseline"][:-1], ext.vs)
+
+        # 4. Losses and one optimizer step.
+        pg_loss = impala.policy_gradient_loss(logits, actions, advantages)
+        entropy = impala.entropy(logits)
+        loss = pg_loss + self.algo.baseline_cost * value_loss - self.algo.entropy_cost * entropy
+
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        if self.world_size > 1:
+            distributed.allreduce_gradients(self.model)
+        clip = self.algo.grad_norm_clip if self.algo.grad_norm_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if not (math.isfinite(grad_norm) and math.isfinite(float(loss))):
+            return self._skip_update(loss, grad_norm, env_steps)
+        self._nonfinite_in_a_row = 0
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(env_steps)
+        self.optimizer.step()
+        self.version += 1
+
+        steps = logits.shape[0] * logits.shape[1]
+        metrics.update({
+            "loss/total": float(loss),
+            "loss/policy": float(pg_loss),
+            "loss/baseline": float(value_loss),
+            "policy/entropy": float(entropy) / steps,
+            "policy/max_entropy": math.log(self.num_actions),
+            "learner/grad_norm": grad_norm,
+            "learner/lr": self.optimizer.param_groups[0]["lr"],
+            "learner/update_s": time.perf_counter() - start,
+            "learner/skipped_updates": float(self.skipped_updates),
+        })
+        if intrinsic is not None:
+            metrics["bonus/int_reward_mean"] = float(intrinsic.mean())
+        return metrics
+
+    def _clips(self) -> dict[str, float]:
+        return {"rho_bar": self.algo.rho_bar, "c_bar": self.algo.c_bar, "pg_rho_bar": self.algo.pg_rho_bar}
+
+    def _my_share(self, batch: dict[str, Any], intrinsic: torch.Tensor | None) -> tuple[dict[str, Any], Any]:
+        """This replica's columns of the batch; the summed losses then add up to the full batch's."""
+        n = batch["actions"].shape[1] // self.world_size
+        cols = slice(self.rank * n, (self.rank + 1) * n)
+        shard = {k: v for k, v in batch.items()}
+        shard["obs"] = {k: v[:, cols] for k, v in batch["obs"].items()}
+        for key in ("first", "actions", "rewards", "dones", "logits"):
+            shard[key] = batch[key][:, cols]
+        shard["core_state"] = tuple(s[cols] for s in batch["core_state"])
+        return shard, (intrinsic[:, cols] if intrinsic is not None else None)
+
+    def _skip_update(self, loss: torch.Tensor, grad_norm: float, env_steps: int) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=False)
+        self.skipped_updates += 1
+        self._nonfinite_in_a_row += 1
+        limit = self.algo.max_nonfinite_updates
+        if self._nonfinite_in_a_row >= limit:
+            raise NonFiniteLossError(
+                f"{self._nonfinite_in_a_row} updates in a row had a non-finite loss or gradient "
+                f"(last: loss={float(loss)}, grad_norm={grad_norm}) at env step {env_steps}; "
+                f"lower algo.lr or check the reward scale (limit: algo.max_nonfinite_updates={limit})"
+            )
+        return {"learner/skipped_updates": float(self.skipped_updates)}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """CPU copy of the policy weights for the actors."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "version": self.version,
+            "skipped_updates": self.skipped_updates,
+        }
+        if self.bonus is not None:
+            state["bonus"] = self.bonus.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])
+        self.skipped_updates = int(state["skipped_updates"])
+        if self.bonus is not None:
+            self.bonus.load_state_dict(state["bonus"])

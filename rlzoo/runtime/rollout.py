@@ -1,0 +1,110 @@
+"""Rollout workers: step a vector of environments with batched inference and return unrolls.
+
+The same class runs inside a Ray actor (`ray_runtime.py`) and in the serial runtime.
+Unroll layout: docs/design.md ("Unrolls and batches").
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from rlzoo.envs import EnvSpec, env_spec, make_vec_env
+from rlzoo.models import build_model
+from rlzoo.runtime.learner import uses_separate_value_head
+
+Unroll = dict[str, Any]
+
+
+class RolloutWorker:
+    def __init__(self, cfg: DictConfig, actor_id: int, spec: EnvSpec | None = None) -> None:
+        self.actor_id = actor_id
+        self.num_envs = cfg.runtime.envs_per_actor
+        self.unroll_length = cfg.runtime.unroll_length
+        self.spec = spec or env_spec(cfg.env)
+        self.env_ids = np.arange(actor_id * self.num_envs, (actor_id + 1) * self.num_envs, dtype=np.int64)
+
+        self.model = build_model(cfg.model, self.spec, intrinsic_value_head=uses_separate_value_head(cfg))
+        self.model.eval()
+        self.policy_version = -1
+        # Action sampling has its own generator so a serial run is reproducible from cfg.seed.
+        self.generator = torch.Generator().manual_seed(cfg.seed * 100_003 + actor_id)
+
+        self.env = make_vec_env(cfg.env, self.num_envs, seed=cfg.seed, env_id_offset=int(self.env_ids[0]))
+        self.obs = self.env.reset()
+        self.first = np.ones(self.num_envs, dtype=bool)
+        self.core_state = self.model.initial_state(self.num_envs)
+        self.unroll_index = 0
+
+    def set_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
+        if version != self.policy_version:
+            self.model.load_state_dict(weights)
+            self.policy_version = version
+
+    def _alloc(self) -> Unroll:
+        T, B = self.unroll_length, self.num_envs
+        return {
+            "obs": {k: np.empty((T + 1, B, *shape), dtype=dtype) for k, (shape, dtype) in self.spec.obs_space.items()},
+            "first": np.empty((T + 1, B), dtype=bool),
+            "actions": np.empty((T, B), dtype=np.int64),
+            "rewards": np.empty((T, B), dtype=np.float32),
+            "dones": np.empty((T, B), dtype=bool),
+            "logits": np.empty((T, B, self.spec.num_actions), dtype=np.float32),
+        }
+
+    @torch.no_grad()
+    def rollout(self) -> tuple[Unroll, list[dict[str, float]], dict[str, float]]:
+        """Step every environment `unroll_length` times; returns (unroll, finished episodes, timings)."""
+        u = self._alloc()
+        u["core_state"] = tuple(s.numpy().copy() for s in self.core_state)
+        episodes: list[dict[str, float]] = []
+        env_time = infer_time = 0.0
+        state = self.core_state
+        for t in range(self.unroll_length + 1):
+            for k, v in self.obs.items():
+                u["obs"][k][t] = v
+            u["first"][t] = self.first
+            if t == self.unroll_length:
+                break  # obs[T] only bootstraps; it is also obs[0] of the next unroll
+
+            tic = time.perf_counter()
+            obs_t = {k: torch.from_numpy(v[t : t + 1]) for k, v in u["obs"].items()}
+            out, state = self.model(obs_t, torch.from_numpy(u["first"][t : t + 1]), state)
+            logits = out["logits"][0]
+            actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.generator).squeeze(1)
+            u["logits"][t] = logits.numpy()
+            u["actions"][t] = actions.numpy()
+            toc = time.perf_counter()
+
+            self.obs, reward, done, finished = self.env.step(u["actions"][t])
+            u["rewards"][t] = reward
+            u["dones"][t] = done
+            self.first = done
+            episodes.extend(finished)
+            env_time += time.perf_counter() - toc
+            infer_time += toc - tic
+
+        self.core_state = state
+        u["env_ids"] = self.env_ids
+        u["unroll_index"] = np.full(self.num_envs, self.unroll_index, dtype=np.int64)
+        u["policy_version"] = np.full(self.num_envs, self.policy_version, dtype=np.int64)
+        self.unroll_index += 1
+        return u, episodes, {"actor/env_s": env_time, "actor/inference_s": infer_time}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def collate(unrolls: list[Unroll]) -> Unroll:
+    """Concatenate unrolls along the environment axis (B); always a fresh, writable copy."""
+    first = unrolls[0]
+    batch: Unroll = {"obs": {k: np.concatenate([u["obs"][k] for u in unrolls], axis=1) for k in first["obs"]}}
+    for key in ("first", "actions", "rewards", "dones", "logits"):
+        batch[key] = np.concatenate([u[key] for u in unrolls], axis=1)
+    for key in ("env_ids", "unroll_index", "policy_version"):
+        batch[key] = np.concatenate([u[key] for u in unrolls])
+    batch["core_state"] = tuple(np.concatenate(parts, axis=0) for parts in zip(*(u["core_state"] for u in unrolls)))
+    return batch

@@ -1,0 +1,179 @@
+"""The training loop shared by every runtime: unrolls → batch → learner → broadcast → log/checkpoint."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rlzoo.config import ConfigError, validate
+from rlzoo.envs import env_spec
+from rlzoo.logging.metrics import MetricLogger, format_summary
+from rlzoo.runtime.checkpoint import latest_path, load_checkpoint, save_checkpoint
+from rlzoo.runtime.learner import Learner, NonFiniteLossError, resolve_device
+from rlzoo.runtime.rollout import collate
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what Slurm sends before preemption or the time limit
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        validate(cfg)
+        self.spec = env_spec(cfg.env)  # a bad env name fails here, before any worker starts
+        self.cfg = cfg
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+        rt = cfg.runtime
+        num_envs = rt.num_actors * rt.envs_per_actor
+        self.device = resolve_device(rt.device)
+        torch.set_num_threads(rt.learner_threads or max(1, _cpus() - (rt.num_actors if rt.name == "ray" else 0)))
+        if rt.learners > 1:
+            from rlzoo.runtime.ray_runtime import RemoteLearners
+
+            self.learner: Any = RemoteLearners(cfg, self.spec, num_envs)
+        else:
+            self.learner = Learner(cfg, self.spec, num_envs, self.device)
+
+        self.env_steps = 0
+        self.elapsed_before = 0.0
+        self._resume()
+        self._start_steps = self.env_steps
+        if rt.name == "ray":
+            from rlzoo.runtime.ray_runtime import connect
+            from rlzoo.runtime.sources import RaySource
+
+            connect(cfg)
+            self.source: Any = RaySource(cfg, self.spec)
+        else:
+            from rlzoo.runtime.sources import SerialSource
+
+            self.source = SerialSource(cfg, self.spec)
+        self.logger = MetricLogger(run_dir, cfg, self.env_steps, self.elapsed_before)
+        self.stop_signal: int | None = None
+
+    def _resume(self) -> None:
+        resume = self.cfg.resume
+        if resume == "never":
+            return
+        path = latest_path(self.run_dir if resume == "auto" else Path(resume))
+        if resume == "auto" and not path.exists():
+            return
+        state = load_checkpoint(path)
+        self.learner.load_state_dict(state["learner"])
+        self.env_steps = int(state["env_steps"])
+        self.elapsed_before = float(state["elapsed_s"])
+
+    def save(self, elapsed: float) -> None:
+        save_checkpoint(latest_path(self.run_dir), {
+            "learner": self.learner.state_dict(),
+            "env_steps": self.env_steps,
+            "elapsed_s": self.elapsed_before + elapsed,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        })
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_signal = signum
+
+    def run(self) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.cfg.runtime
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        start = time.monotonic()
+        last_checkpoint = start
+        wait_s = 0.0
+        pending: list = []
+        columns = 0
+        self.learner_publish()
+        try:
+            while self.env_steps < cfg.total_steps and self.stop_signal is None:
+                if cfg.time_limit_s and time.monotonic() - start >= cfg.time_limit_s:
+                    break
+                tic = time.monotonic()
+                results = self.source.next_unrolls()
+                wait_s += time.monotonic() - tic
+                for unroll, episodes, timings in results:
+                    pending.append(unroll)
+                    columns += unroll["actions"].shape[1]
+                    self.logger.add_episodes(episodes)
+                    self.logger.add_update(timings)
+                if columns < rt.batch_size:
+                    continue
+                batch = collate(pending[: rt.batch_size // rt.envs_per_actor])
+                pending = pending[rt.batch_size // rt.envs_per_actor:]
+                columns = sum(u["actions"].shape[1] for u in pending)
+
+                self.env_steps += batch["actions"].size
+                lag = self.learner.version - float(batch["policy_version"].mean())
+                metrics = self.learner.update(batch, self.env_steps)
+                metrics["learner/policy_lag"] = lag
+                self.logger.add_update(metrics)
+                if self.learner.version % rt.broadcast_interval == 0:
+                    self.learner_publish()
+
+                elapsed = time.monotonic() - start
+                self.logger.step(self.env_steps, self.learner.version, elapsed,
+                                 extra={"learner/wait_share": wait_s / max(elapsed, 1e-9)})
+                if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval_s:
+                    self.save(elapsed)
+                    last_checkpoint = time.monotonic()
+        except NonFiniteLossError:
+            self.save(time.monotonic() - start)  # kept for inspection
+            raise
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.source.close()
+
+        elapsed = time.monotonic() - start
+        self.save(elapsed)
+        self.logger.step(self.env_steps, self.learner.version, elapsed, force=True,
+                         extra={"learner/wait_share": wait_s / max(elapsed, 1e-9)})
+        summary = {
+            "env_steps": self.env_steps,
+            "learner_steps": self.learner.version,
+            "wall_time_s": round(elapsed, 2),
+            "steps_per_second": round((self.env_steps - self._start_steps) / max(elapsed, 1e-9), 1),
+            "episodes": self.logger.episodes_total,
+            "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
+            "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
+            "run_dir": str(self.run_dir),
+        }
+        self.logger.close(summary)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def learner_publish(self) -> None:
+        self.source.publish(self.learner.weights(), self.learner.version)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train with `cfg` in `run_dir` (Hydra's output directory when None); returns the summary."""
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        trainer = Trainer(cfg, Path(run_dir))
+    except ConfigError:
+        raise
+    except ValueError as err:  # factories (env, model, bonus) reject bad values with a ValueError
+        raise ConfigError(str(err)) from err
+    summary = trainer.run()
+    if cfg.logger.progress:
+        print(format_summary(summary))
+    return summary

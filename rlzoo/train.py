@@ -1,0 +1,33 @@
+"""`rlzoo-train`: compose the Hydra config and train.
+
+    rlzoo-train                                   # the default experiment (MiniHack-Room-5x5-v0)
+    rlzoo-train experiment=procgen_coinrun seed=2
+    rlzoo-train -m bonus=none,e3b seed=1,2,3      # a sweep
+"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from rlzoo.config import CONFIG_DIR, ConfigError
+from rlzoo.runtime.trainer import train
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+def _main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except ConfigError as err:
+        # A user mistake, not a bug: one clear line instead of a stack trace.
+        print(f"rlzoo-train: config error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""rlzoo: IMPALA with exploration bonuses for NetHack, MiniHack and Procgen."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# Loose ranges here; requirements.lock pins the exact set that is known to work together.
+INSTALL_REQUIRES = [
+    "torch>=2.13,<2.14",
+    "numpy>=1.26,<2",
+    "ray[default]>=2.60,<3",
+    "nle==1.3.0",
+    "minihack==1.0.2",
+    "minigrid>=3.2,<4",
+    "setuptools<81",  # minihack imports pkg_resources
+    "procgen2==0.10.7",
+    "hydra-core>=1.3,<1.4",
+    "wandb>=0.31,<1",
+    "imageio>=2.38,<3",
+]
+
+setup(
+    name="rlzoo",
+    version="0.1.0",
+    description=(Path(__file__).parent / "README.md").read_text().splitlines()[2]
+    if (Path(__file__).parent / "README.md").exists()
+    else "rlzoo",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["rlzoo", "rlzoo.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=9"]},
+    entry_points={
+        "console_scripts": [
+            "rlzoo-train=rlzoo.train:main",
+            "rlzoo-evaluate=rlzoo.evaluate:main",
+        ]
+    },
+)

@@ -1,0 +1,35 @@
+"""Shared test helpers: compose configs exactly as `rlzoo-train` does."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import pytest
+from omegaconf import DictConfig
+
+from rlzoo.config import load_config
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+# Small, quiet settings every test run starts from; tests add their own overrides after these.
+FAST_OVERRIDES = [
+    "runtime=serial",
+    "logger.progress=false",
+    "runtime.envs_per_actor=4",
+    "runtime.batch_size=4",
+    "runtime.unroll_length=16",
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long runs, excluded by default (run with -m slow)")
+
+
+@pytest.fixture
+def compose() -> Callable[[Sequence[str]], DictConfig]:
+    """`compose(["bonus=e3b", "total_steps=2000"])` → a small serial-runtime config."""
+
+    def _compose(overrides: Sequence[str] = ()) -> DictConfig:
+        return load_config([*FAST_OVERRIDES, *overrides])
+
+    return _compose
