@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -17,6 +18,7 @@ from rlzoo.runtime.trainer import train
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
+    logging.getLogger("nle").setLevel(logging.WARNING)  # NLE logs every environment it creates
     try:
         train(cfg)
     except ConfigError as err:

@@ -112,6 +112,8 @@ class Bonus(nn.Module):
         # Last unroll index seen per env id; -1 = never seen.
         self.register_buffer("last_unroll_index", torch.full((num_envs,), -1, dtype=torch.int64))
         self.optimizer: torch.optim.Optimizer | None = None
+        # Weight of each named loss in the summed objective (1 when absent); losses log unweighted.
+        self.loss_weights: dict[str, float] = {}
         self._pending: tuple[dict, Any, dict[str, float]] | None = None
 
     # ---- subclass interface -------------------------------------------------------------------
@@ -185,7 +187,7 @@ class Bonus(nn.Module):
         if not losses:
             return {}
         assert self.optimizer is not None, "a bonus with losses must create its optimizer"
-        total = torch.stack(list(losses.values())).sum()
+        total = torch.stack([self.loss_weights.get(key, 1.0) * loss for key, loss in losses.items()]).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

@@ -1,8 +1,6 @@
 """Running statistics used by the bonuses: intrinsic-reward normalisation and observation whitening."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -46,7 +44,7 @@ class ObservationWhitener(nn.Module):
     """RND's observation normalisation: (x − mean) / std, clipped to [−clip, clip].
 
     The paper initialises the statistics from random-agent steps; here the first batch seen
-    initialises them (the statistics are updated before they are used).
+    initialises them (the owner updates the statistics before using them).
     """
 
     def __init__(self, shape: tuple[int, ...], clip: float = 5.0) -> None:
@@ -54,10 +52,8 @@ class ObservationWhitener(nn.Module):
         self.stats = RunningMeanStd(shape)
         self.clip = clip
 
-    def forward(self, x: torch.Tensor, update: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        if update:
-            self.stats.update(x)
         mean = self.stats.mean.float()
         std = self.stats.std().float().clamp_min(1e-8)
         return ((x - mean) / std).clamp(-self.clip, self.clip)
@@ -114,8 +110,3 @@ class IntrinsicNormalizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
-
-
-def summary(x: torch.Tensor) -> dict[str, Any]:
-    """Mean and max of a reward tensor as plain floats."""
-    return {"mean": x.float().mean().item(), "max": x.float().max().item()}

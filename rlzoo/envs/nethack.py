@@ -6,8 +6,15 @@ import json
 import warnings
 from typing import Any
 
+import gymnasium
+import nle  # noqa: F401  (registers the NetHack* ids)
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from nle import nethack
+from nle.env.base import NLE
+from nle.env.tasks import NetHackChallenge
 
+from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.tty_render import tty_to_rgb
 from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, episode_seed_stream
 
@@ -27,21 +34,23 @@ NETHACK_OBS_SPACE = {
 }
 
 
-def _make_env(cfg: dict[str, Any], render: bool):
-    import gymnasium
-
+def _make_env(cfg: dict[str, Any], render: bool) -> NLE:
     if cfg["family"] == "minihack":
-        import minihack  # noqa: F401  (registers the MiniHack-* ids)
-    else:
-        import nle  # noqa: F401  (registers the NetHack* ids)
+        import minihack  # noqa: F401  (registers the MiniHack-* ids; slow, so only when needed)
 
     kwargs = dict(cfg["env_kwargs"])
     kwargs["observation_keys"] = _ENV_OBS_KEYS + (_RENDER_OBS_KEYS if render else ())
     kwargs["fix_moon_phase"] = cfg["fix_moon_phase"]
     if cfg["max_episode_steps"] is not None:
         kwargs["max_episode_steps"] = cfg["max_episode_steps"]
-    # The gymnasium wrappers only re-check what we validate ourselves; skip their per-step cost.
-    return gymnasium.make(cfg["name"], **kwargs).unwrapped
+    # Construct from the registry entry directly: gymnasium.make would take max_episode_steps for
+    # its own TimeLimit wrapper, and its checker wrappers only add per-step cost.
+    registered = gymnasium.spec(cfg["name"])
+    env_class = load_env_creator(registered.entry_point)
+    task_kwargs = {**registered.kwargs, **kwargs}
+    if cfg["family"] == "minihack":
+        task_kwargs = fix_minigrid_kwargs(task_kwargs)
+    return env_class(**task_kwargs)
 
 
 @functools.cache
@@ -70,15 +79,10 @@ class NetHackEnv:
     """One NLE/MiniHack env writing its observations into row i of shared batch buffers."""
 
     def __init__(self, cfg: dict[str, Any], rng: np.random.Generator, render: bool) -> None:
-        from nle import nethack
-        from nle.env.base import NLE
-        from nle.env.tasks import NetHackChallenge
-
         self.env = _make_env(cfg, render)
         self.rng = rng
         self.render_enabled = render
         self.track_score = cfg["family"] == "nethack"
-        self._nle_seed = NLE.seed
         # NetHackChallenge forbids seeding by design: its episodes cannot be reproduced.
         self.seedable = not isinstance(self.env, NetHackChallenge)
         if not self.seedable:
@@ -88,15 +92,13 @@ class NetHackEnv:
         if minigrid_env is not None:
             minigrid_env.reset(seed=int(rng.integers(2**31)))
         self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
-        self.score_index = nethack.NLE_BL_SCORE
-        self.depth_index = nethack.NLE_BL_DEPTH
         # Glyph map with a CROP_SIZE//2 border of "nothing" glyphs, so any crop is a plain slice.
         half = CROP_SIZE // 2
         self._padded = np.full(
             (DUNGEON_SHAPE[0] + 2 * half, DUNGEON_SHAPE[1] + 2 * half), nethack.MAX_GLYPH, np.int16
         )
         self._interior = self._padded[half : half + DUNGEON_SHAPE[0], half : half + DUNGEON_SHAPE[1]]
-        self._last_obs: dict[str, np.ndarray] | None = None
+        self.tty_obs: dict[str, np.ndarray] | None = None
         self._new_episode_stats()
 
     def _new_episode_stats(self) -> None:
@@ -110,7 +112,7 @@ class NetHackEnv:
             core, disp = (int(s) for s in self.rng.integers(2**63 - 1, size=2))
             # NLE's own seed(), not the subclass's: MiniHack's MiniGrid tasks override it with a
             # call that gymnasium-era MiniGrid envs no longer have (their generator is seeded above).
-            self._nle_seed(self.env, core, disp, reseed=False)
+            NLE.seed(self.env, core, disp, reseed=False)
         obs, _ = self.env.reset()
         self._new_episode_stats()
         return obs
@@ -125,7 +127,7 @@ class NetHackEnv:
         out["blstats"][i] = blstats
         out["message"][i] = obs["message"]
         if self.render_enabled:
-            self._last_obs = obs
+            self.tty_obs = obs  # NLE updates these arrays in place; render() reads the latest
 
     def reset(self, out: Obs, i: int) -> None:
         self._write(self._reset_env(), out, i)
@@ -137,9 +139,9 @@ class NetHackEnv:
         if self.track_score:
             blstats = obs["blstats"]
             # blstats read all zeros once the game is over, so keep the last in-game values.
-            if blstats[self.depth_index] > 0:
-                self.score = int(blstats[self.score_index])
-                self.depth = int(blstats[self.depth_index])
+            if blstats[nethack.NLE_BL_DEPTH] > 0:
+                self.score = int(blstats[nethack.NLE_BL_SCORE])
+                self.depth = int(blstats[nethack.NLE_BL_DEPTH])
         done = terminated or truncated
         episode = None
         if done:
@@ -154,9 +156,9 @@ class NetHackEnv:
         return reward, done, episode
 
     def render(self) -> np.ndarray:
-        if self._last_obs is None:
+        if self.tty_obs is None:
             raise RuntimeError("render() needs an env built with render=True and reset first")
-        return tty_to_rgb(self._last_obs["tty_chars"], self._last_obs["tty_colors"])
+        return tty_to_rgb(self.tty_obs["tty_chars"], self.tty_obs["tty_colors"])
 
     def close(self) -> None:
         self.env.close()

@@ -68,8 +68,8 @@ class MetricLogger:
         now = time.monotonic()
         if self.progress is not None:
             self.progress.update(env_steps, self.recent_return())
-        if not force and now - self._last_time < self.interval:
-            return None
+        if env_steps == self._last_steps or (not force and now - self._last_time < self.interval):
+            return None  # one line per step count: a resumed log never repeats one
         sps = (env_steps - self._last_steps) / max(now - self._last_time, 1e-9)
         row: dict[str, Any] = {
             "env_steps": env_steps,

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from .dataset import BL_SCORE, BL_TIME, PairDataset, Sequence
 
-Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+# (observations, first[B]: obs[i] starts an episode) → actions[B]
+Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,6 @@ class _Window:
         )
 
 
-def random_policy(num_actions: int, seed: int) -> Policy:
-    rng = np.random.default_rng(seed)
-
-    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
-        return rng.integers(0, num_actions, size=len(obs["message"]))
-
-    return act
-
-
 def collect(
     make_env: Callable[[int, int], Any],
     out_dir: str | os.PathLike,
@@ -103,6 +95,7 @@ def collect(
     policy = make_policy(env, seed)
     rng = np.random.default_rng(seed)
     obs = env.reset()
+    first = np.ones(env.num_envs, dtype=bool)
     windows = [_Window(obs["blstats"][i]) for i in range(env.num_envs)]
     waiting: list[list[Sequence]] = [[] for _ in range(env.num_envs)]
     returns = np.zeros(env.num_envs, dtype=np.float64)
@@ -112,7 +105,8 @@ def collect(
     bar = tqdm(total=dataset.capacity, initial=already, desc="collect", unit="pair", disable=not progress, dynamic_ncols=True)
     try:
         while dataset.count < dataset.capacity:
-            obs, rewards, dones, _ = env.step(policy(obs))
+            obs, rewards, dones, _ = env.step(policy(obs, first))
+            first = dones
             steps += env.num_envs
             returns += rewards
             for i in range(env.num_envs):

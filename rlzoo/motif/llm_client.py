@@ -44,12 +44,12 @@ class LLMSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], key: str = "llm") -> "LLMSettings":
+        if "api_key" in cfg:
+            raise ValueError(f"{key}.api_key is not read: put the key in an environment variable named by {key}.api_key_env")
         allowed = set(cls.__dataclass_fields__)
         unknown = set(cfg) - allowed
         if unknown:
             raise ValueError(f"{key} has unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
-        if "api_key" in cfg:
-            raise ValueError(f"{key}.api_key is not read: put the key in an environment variable named by {key}.api_key_env")
         settings = cls(**dict(cfg))
         settings.validate(key)
         return settings

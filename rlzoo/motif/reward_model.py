@@ -142,7 +142,7 @@ class MotifReward:
         if missing:
             if len(self._cache) + len(missing) > self.max_cache:
                 self._cache.clear()  # bounded memory over long runs; entries are cheap to recompute
-            rows = torch.as_tensor(np.frombuffer(b"".join(missing), dtype=np.uint8).reshape(len(missing), MESSAGE_LEN))
+            rows = torch.from_numpy(np.frombuffer(b"".join(missing), dtype=np.uint8).reshape(len(missing), MESSAGE_LEN).copy())
             rewards = self.model(rows.to(self.device)).cpu().numpy()
             for key, reward in zip(missing, rewards):
                 self._cache[key] = (float(reward) - self.mean) / self.std

@@ -159,7 +159,7 @@ def train_reward_model(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
         bar.close()
         val = evaluate(model, dataset, indices[val_idx], labels[val_idx], settings.batch_size, device)

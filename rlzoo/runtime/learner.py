@@ -135,10 +135,11 @@ class Learner:
         loss.backward()
         if self.world_size > 1:
             distributed.allreduce_gradients(self.model)
+        loss_value = float(loss.detach())
         clip = self.algo.grad_norm_clip if self.algo.grad_norm_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        if not (math.isfinite(grad_norm) and math.isfinite(float(loss))):
-            return self._skip_update(loss, grad_norm, env_steps)
+        if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
+            return self._skip_update(loss_value, grad_norm, env_steps)
         self._nonfinite_in_a_row = 0
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(env_steps)
@@ -147,10 +148,10 @@ class Learner:
 
         steps = logits.shape[0] * logits.shape[1]
         metrics.update({
-            "loss/total": float(loss),
-            "loss/policy": float(pg_loss),
-            "loss/baseline": float(value_loss),
-            "policy/entropy": float(entropy) / steps,
+            "loss/total": loss_value,
+            "loss/policy": float(pg_loss.detach()),
+            "loss/baseline": float(value_loss.detach()),
+            "policy/entropy": float(entropy.detach()) / steps,
             "policy/max_entropy": math.log(self.num_actions),
             "learner/grad_norm": grad_norm,
             "learner/lr": self.optimizer.param_groups[0]["lr"],
@@ -175,7 +176,7 @@ class Learner:
         shard["core_state"] = tuple(s[cols] for s in batch["core_state"])
         return shard, (intrinsic[:, cols] if intrinsic is not None else None)
 
-    def _skip_update(self, loss: torch.Tensor, grad_norm: float, env_steps: int) -> dict[str, float]:
+    def _skip_update(self, loss: float, grad_norm: float, env_steps: int) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=False)
         self.skipped_updates += 1
         self._nonfinite_in_a_row += 1
@@ -183,7 +184,7 @@ class Learner:
         if self._nonfinite_in_a_row >= limit:
             raise NonFiniteLossError(
                 f"{self._nonfinite_in_a_row} updates in a row had a non-finite loss or gradient "
-                f"(last: loss={float(loss)}, grad_norm={grad_norm}) at env step {env_steps}; "
+                f"(last: loss={loss}, grad_norm={grad_norm}) at env step {env_steps}; "
                 f"lower algo.lr or check the reward scale (limit: algo.max_nonfinite_updates={limit})"
             )
         return {"learner/skipped_updates": float(self.skipped_updates)}

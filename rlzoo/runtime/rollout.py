@@ -82,7 +82,7 @@ class RolloutWorker:
             self.obs, reward, done, finished = self.env.step(u["actions"][t])
             u["rewards"][t] = reward
             u["dones"][t] = done
-            self.first = done
+            self.first = done.copy()  # the env reuses its arrays
             episodes.extend(finished)
             env_time += time.perf_counter() - toc
             infer_time += toc - tic

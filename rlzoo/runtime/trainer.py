@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ class Trainer:
             self.source = SerialSource(cfg, self.spec)
         self.logger = MetricLogger(run_dir, cfg, self.env_steps, self.elapsed_before)
         self.stop_signal: int | None = None
+        self.unrolls_per_actor: Counter[str] = Counter()
 
     def _resume(self) -> None:
         resume = self.cfg.resume
@@ -98,6 +100,7 @@ class Trainer:
                 wait_s += time.monotonic() - tic
                 for unroll, episodes, timings in results:
                     pending.append(unroll)
+                    self.unrolls_per_actor[str(int(unroll["env_ids"][0]) // rt.envs_per_actor)] += 1
                     columns += unroll["actions"].shape[1]
                     self.logger.add_episodes(episodes)
                     self.logger.add_update(timings)
@@ -139,6 +142,7 @@ class Trainer:
             "wall_time_s": round(elapsed, 2),
             "steps_per_second": round((self.env_steps - self._start_steps) / max(elapsed, 1e-9), 1),
             "episodes": self.logger.episodes_total,
+            "unrolls_per_actor": dict(self.unrolls_per_actor),
             "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
             "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
             "run_dir": str(self.run_dir),

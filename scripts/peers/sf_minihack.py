@@ -5,14 +5,15 @@ gymnasium < 1.0, hence nle 1.0.0 there). Everything goes through Sample Factory'
 `register_env`, `global_model_factory().register_encoder_factory`, `parse_sf_args` /
 `parse_full_cfg`, `make_runner` and an `AlgoObserver`.
 
-The network matches rlzoo's `model=crop`: glyph embedding 32 over the 9×9 crop centred on the agent,
-two 3×3 convolutions of 32 channels (ELU), a blstats MLP of width 64, then Sample Factory's own LSTM
-core of 256 and its linear policy and value heads.
+The network matches rlzoo's `model=crop` (configs/model/crop.yaml): glyph embedding 32 over the 9×9
+crop centred on the agent, two 3×3 'same' convolutions of 32 channels (ELU), a one-layer blstats MLP
+of 64 (ReLU), a fully connected layer of 256 (ReLU) over the concatenation, then Sample Factory's own
+LSTM core of 256 and its linear policy and value heads.
 
-Throughput is measured in environment steps consumed by the learner per second over the steady
-state: from the first learner report at least `--warmup-s` seconds after the first one, to the last
-report of the run. Start-up (process spawning, env creation, the first batches) is excluded. The
-result is printed as one JSON line, the last line of stdout.
+The run trains for `--seconds` counted from the learner's first report. Throughput is environment
+steps consumed by the learner per second over the steady state: from the first learner report at
+least `--warmup-s` seconds after the first one, to the last report. Start-up (process spawning, env
+creation, the first batches) is excluded. The result is one JSON line, the last line of stdout.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ CROP = 9  # side of the egocentric crop, as in rlzoo's `crop` observation
 GLYPH_EMBED = 32
 CONV_CHANNELS = 32
 BLSTATS_HIDDEN = 64
+FC_SIZE = 256
 LSTM_SIZE = 256
 
 
@@ -55,8 +57,8 @@ class EgocentricCrop(gym.ObservationWrapper):
         super().__init__(env)
         rows, cols = env.observation_space["glyphs"].shape
         half = CROP // 2
-        # Glyphs outside the map read as 0, the same padding for every position.
-        self._padded = np.zeros((rows + 2 * half, cols + 2 * half), dtype=np.int16)
+        # Cells outside the map read as MAX_GLYPH, as in rlzoo's crop.
+        self._padded = np.full((rows + 2 * half, cols + 2 * half), nethack.MAX_GLYPH, dtype=np.int16)
         self._half = half
         n_blstats = env.observation_space["blstats"].shape[0]
         self.observation_space = gym.spaces.Dict(
@@ -81,7 +83,7 @@ def make_task_env(full_env_name: str, cfg: Config | None = None, env_config: Any
 
 
 class CropEncoder(Encoder):
-    """rlzoo's crop torso: glyph embedding → two 3×3 convs over the crop, concatenated with a blstats MLP."""
+    """rlzoo's crop torso: embedded crop → two 3×3 convs, blstats → MLP, concatenation → FC 256."""
 
     def __init__(self, cfg: Config, obs_space: ObsSpace):
         super().__init__(cfg)
@@ -93,21 +95,19 @@ class CropEncoder(Encoder):
             nn.ELU(),
         )
         n_blstats = obs_space["blstats"].shape[0]
-        self.blstats_mlp = nn.Sequential(
-            nn.Linear(n_blstats, BLSTATS_HIDDEN),
-            nn.ELU(),
-            nn.Linear(BLSTATS_HIDDEN, BLSTATS_HIDDEN),
-            nn.ELU(),
-        )
-        self.out_size = CONV_CHANNELS * CROP * CROP + BLSTATS_HIDDEN
+        self.blstats_mlp = nn.Sequential(nn.Linear(n_blstats, BLSTATS_HIDDEN), nn.ReLU())
+        self.fc = nn.Sequential(nn.Linear(CONV_CHANNELS * CROP * CROP + BLSTATS_HIDDEN, FC_SIZE), nn.ReLU())
 
     def forward(self, obs_dict: dict[str, Tensor]) -> Tensor:
         crop = self.embed(obs_dict["crop"]).permute(0, 3, 1, 2)  # [N, E, 9, 9]
         crop = self.conv(crop).flatten(1)
-        return torch.cat([crop, self.blstats_mlp(obs_dict["blstats"])], dim=1)
+        # rlzoo scales each blstats field by its own rule; one log compression of all fields costs the same.
+        blstats = obs_dict["blstats"]
+        blstats = torch.sign(blstats) * torch.log1p(blstats.abs())
+        return self.fc(torch.cat([crop, self.blstats_mlp(blstats)], dim=1))
 
     def get_out_size(self) -> int:
-        return self.out_size
+        return FC_SIZE
 
     def type_for_input_tensor(self, input_tensor_name: str) -> torch.dtype:
         # Glyph ids index the embedding; everything else is read as floats.
@@ -115,33 +115,33 @@ class CropEncoder(Encoder):
 
 
 class SteadyStateMeter(AlgoObserver):
-    """Records the learner's env-step count over time and ends the run after a fixed wall time.
+    """Records the learner's env-step count over time and ends the run after a fixed training time.
 
-    Sample Factory 2.1.1 never advances the counter that `--train_for_seconds` is compared with, so
-    the run is ended here by setting that counter once the wall time is up.
+    The clock starts at the first learner report, so start-up never eats into the run. Sample Factory
+    2.1.1 never advances the counter that `--train_for_seconds` is compared with, so it is set here
+    from the wall clock; the runner then stops after that training step.
     """
 
     def __init__(self, seconds: float, warmup_s: float):
         self.seconds = seconds
         self.warmup_s = warmup_s
-        self.started = time.monotonic()
         self.reports: list[tuple[float, int]] = []
 
     def on_training_step(self, runner: Runner, training_iteration_since_resume: int) -> None:
+        if not runner.env_steps:
+            return
         now = time.monotonic()
-        if runner.env_steps:
-            self.reports.append((now, sum(runner.env_steps.values())))
-        elapsed = now - self.started
+        self.reports.append((now, sum(runner.env_steps.values())))
+        elapsed = now - self.reports[0][0]
         if elapsed >= self.seconds:
             runner.total_train_seconds = elapsed
 
     def steady_state(self) -> dict[str, float]:
-        if len(self.reports) < 2:
-            raise RuntimeError(f"only {len(self.reports)} learner reports in {self.seconds} s: run longer")
-        t_first = self.reports[0][0]
-        start = next((r for r in self.reports if r[0] >= t_first + self.warmup_s), self.reports[0])
-        if start is self.reports[-1]:
-            start = self.reports[0]
+        """Steps per second from the first report after the warm-up to the last report."""
+        t_first = self.reports[0][0] if self.reports else 0.0
+        start = next((r for r in self.reports if r[0] >= t_first + self.warmup_s), None)
+        if start is None or start is self.reports[-1]:
+            raise RuntimeError(f"{len(self.reports)} learner reports, none after the {self.warmup_s} s warm-up: run longer")
         end = self.reports[-1]
         window = end[0] - start[0]
         return {
@@ -152,7 +152,7 @@ class SteadyStateMeter(AlgoObserver):
 
 
 def sf_argv(args: argparse.Namespace, train_dir: str) -> list[str]:
-    """Sample Factory settings: CPU APPO with V-trace, asynchronous, one LSTM core of 256."""
+    """Sample Factory settings: CPU APPO, asynchronous, one LSTM core of 256."""
     return [
         "--algo=APPO",
         f"--env={args.env}",
@@ -171,10 +171,11 @@ def sf_argv(args: argparse.Namespace, train_dir: str) -> list[str]:
         "--use_rnn=True",
         "--rnn_type=lstm",
         f"--rnn_size={LSTM_SIZE}",
-        "--with_vtrace=True",  # the IMPALA target rlzoo trains with
-        "--normalize_returns=False",  # not supported together with V-trace
+        # Sample Factory's default APPO loss: its V-trace option crashes in 2.1.1 when summaries are
+        # recorded (`advantages` missing), and the loss costs the same either way.
         "--normalize_input=False",  # glyph ids are indices, not features
         f"--seed={args.seed}",
+        f"--train_for_seconds={int(args.seconds)}",  # enforced by SteadyStateMeter, see there
         "--with_wandb=False",
         # No checkpoints inside the measured window (one is still written at the end).
         "--save_every_sec=1000000",
@@ -190,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-num-splits", type=int, default=2, help="env groups per worker stepped alternately (double buffering)")
     p.add_argument("--batch-size", type=int, default=1024, help="samples (env steps) per learner batch")
     p.add_argument("--rollout", type=int, default=32, help="unroll length T")
-    p.add_argument("--seconds", type=float, default=60.0, help="wall time of the run, start-up included")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time, counted from the first learner report")
     p.add_argument("--warmup-s", type=float, default=10.0, help="seconds after the first learner report left out of the measurement")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)

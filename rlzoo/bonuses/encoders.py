@@ -1,0 +1,127 @@
+"""Networks of the bonuses: the learned embedding φ (policy-style torso) and RND's random networks."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlzoo.bonuses.normalization import ObservationWhitener
+
+NUM_GLYPHS = 5976 + 1  # nle.nethack.MAX_GLYPH, plus the id the crop uses for cells outside the map
+GLYPH_EMBEDDING = 16
+
+
+def dummy_obs(spec: Any, n: int = 1) -> dict[str, torch.Tensor]:
+    """Zero observations [n, ...] with the spec's shapes and dtypes."""
+    return {
+        name: torch.from_numpy(np.zeros((n, *shape), dtype=np.dtype(dtype)))
+        for name, (shape, dtype) in spec.obs_space.items()
+    }
+
+
+def build_embedding(model_cfg: Any, spec: Any) -> tuple[nn.Module, int]:
+    """φ for E3B and RIDE: the policy's feature extractor (no recurrence) and its output size."""
+    from rlzoo.models import build_torso  # the models package imports nothing from bonuses
+
+    torso = build_torso(model_cfg, spec)
+    with torch.no_grad():
+        dim = int(torso(dummy_obs(spec)).shape[-1])
+    return torso, dim
+
+
+def mlp_head(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """`layers` hidden ReLU layers of width `hidden`, then a linear output."""
+    modules: list[nn.Module] = []
+    for _ in range(layers):
+        modules += [nn.Linear(in_dim, hidden), nn.ReLU()]
+        in_dim = hidden
+    modules.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*modules)
+
+
+class SymbolicTrunk(nn.Module):
+    """NetHack/MiniHack feature trunk for RND: glyph embedding → strided convs over the map and the
+    crop; whitened blstats → linear. Glyph ids are categorical, so only blstats are whitened."""
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(NUM_GLYPHS, GLYPH_EMBEDDING)
+        self.map_conv = nn.Sequential(
+            nn.Conv2d(GLYPH_EMBEDDING, 32, 3, stride=2), nn.LeakyReLU(),
+            nn.Conv2d(32, 32, 3, stride=2), nn.LeakyReLU(),
+            nn.Conv2d(32, 32, 3, stride=2), nn.LeakyReLU(), nn.Flatten(),
+        )
+        self.crop_conv = nn.Sequential(
+            nn.Conv2d(GLYPH_EMBEDDING, 32, 3), nn.LeakyReLU(),
+            nn.Conv2d(32, 32, 3), nn.LeakyReLU(), nn.Flatten(),
+        )
+        blstats_dim = spec.obs_space["blstats"][0][0]
+        self.blstats = nn.Sequential(nn.Linear(blstats_dim, 64), nn.LeakyReLU())
+        with torch.no_grad():
+            self.out_dim = self(dummy_obs(spec), torch.zeros(1, blstats_dim)).shape[-1]
+
+    def forward(self, obs: dict[str, torch.Tensor], whitened_blstats: torch.Tensor) -> torch.Tensor:
+        glyphs = self.embed(obs["glyphs"].long()).permute(0, 3, 1, 2)
+        crop = self.embed(obs["crop"].long()).permute(0, 3, 1, 2)
+        return torch.cat([self.map_conv(glyphs), self.crop_conv(crop), self.blstats(whitened_blstats)], dim=-1)
+
+
+class PixelTrunk(nn.Module):
+    """Procgen feature trunk for RND: the paper's convs (32 8×8/4, 64 4×4/2, 64 3×3/1, leaky ReLU)
+    over the whitened RGB frame."""
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__()
+        height, width, channels = spec.obs_space["rgb"][0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 8, stride=4), nn.LeakyReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.LeakyReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.LeakyReLU(), nn.Flatten(),
+        )
+        with torch.no_grad():
+            self.out_dim = self.conv(torch.zeros(1, channels, height, width)).shape[-1]
+
+    def forward(self, obs: dict[str, torch.Tensor], whitened: torch.Tensor) -> torch.Tensor:
+        return self.conv(whitened)
+
+
+class RandomNetworkDistillation(nn.Module):
+    """RND's fixed random target f and trained predictor f̂ over whitened observations.
+
+    As in Burda et al., the predictor has two more hidden layers than the target. `forward`
+    returns f̂(x) − f(x) [N, out_dim]; the target never receives gradient.
+    """
+
+    def __init__(self, spec: Any, out_dim: int, hidden: int, obs_clip: float) -> None:
+        super().__init__()
+        self.pixels = spec.family == "procgen"
+        trunk = PixelTrunk if self.pixels else SymbolicTrunk
+        if self.pixels:
+            height, width, channels = spec.obs_space["rgb"][0]
+            self.whitener = ObservationWhitener((channels, height, width), obs_clip)
+        else:
+            self.whitener = ObservationWhitener(tuple(spec.obs_space["blstats"][0]), obs_clip)
+        self.target_trunk = trunk(spec)
+        self.target_head = mlp_head(self.target_trunk.out_dim, out_dim, hidden, layers=0)
+        self.predictor_trunk = trunk(spec)
+        self.predictor_head = mlp_head(self.predictor_trunk.out_dim, out_dim, hidden, layers=2)
+        for p in [*self.target_trunk.parameters(), *self.target_head.parameters()]:
+            p.requires_grad_(False)
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        return [*self.predictor_trunk.parameters(), *self.predictor_head.parameters()]
+
+    def _whitened_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return obs["rgb"].permute(0, 3, 1, 2) if self.pixels else obs["blstats"]
+
+    def observe(self, obs: dict[str, torch.Tensor]) -> None:
+        """Update the observation-whitening statistics with newly visited observations."""
+        self.whitener.stats.update(self._whitened_input(obs).float())
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        whitened = self.whitener(self._whitened_input(obs))
+        with torch.no_grad():
+            target = self.target_head(self.target_trunk(obs, whitened))
+        return self.predictor_head(self.predictor_trunk(obs, whitened)) - target

@@ -1,0 +1,54 @@
+"""NovelD (Zhang et al. 2021): max(e(s′) − α·e(s), 0) · 1[N_ep(s′) = 1], with e(s) = ‖f̂(s) − f(s)‖₂
+the error of an RND predictor against its fixed random target."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
+from rlzoo.bonuses.counting import EpisodicCounts, check_state_key, state_hashes
+from rlzoo.bonuses.rnd import build_rnd_network, predictor_loss
+
+
+def noveld_reward(novelty: torch.Tensor, alpha: float, first_visit: torch.Tensor) -> torch.Tensor:
+    """novelty [T+1, B] = e(obs[t]); first_visit [T, B] marks obs[t+1] new in its episode."""
+    return (novelty[1:] - alpha * novelty[:-1]).clamp_min(0.0) * first_visit
+
+
+@register_bonus("noveld")
+class NovelDBonus(Bonus):
+    def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
+        super().__init__(cfg, spec, model_cfg, num_envs, device)
+        self.alpha = cfg_get(cfg, "alpha", float)
+        if self.alpha < 0:
+            raise ValueError(f"bonus.alpha={self.alpha} must be non-negative")
+        self.update_proportion = cfg_get(cfg, "update_proportion", float)
+        if not 0.0 < self.update_proportion <= 1.0:
+            raise ValueError(f"bonus.update_proportion={self.update_proportion} must lie in (0, 1]")
+        self.state_key = cfg_get(cfg, "state_key", str)
+        check_state_key(self.state_key, spec.family)
+        self.episodic_counts = EpisodicCounts(num_envs)
+        self.rnd = build_rnd_network(self)
+        self.to(self.device)
+        self.optimizer = self.make_optimizer(self.rnd.predictor_parameters())
+
+    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+        steps, cols = ctx.dones.shape
+        self.rnd.observe(flat_obs(batch["obs"], start=1))  # obs[0] was observed as the previous obs[T]
+        diff = self.rnd(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
+        novelty = diff.detach().norm(dim=-1)
+        counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
+        first_visit = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)
+        # The predictor trains on the new observations obs[1:] only.
+        return noveld_reward(novelty, self.alpha, first_visit), diff[1:].square().mean(-1)
+
+    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+        return {"noveld_predictor": predictor_loss(aux, self.update_proportion)}
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "episodic_counts": self.episodic_counts.state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.episodic_counts.load(state["episodic_counts"])

@@ -1,0 +1,59 @@
+"""RIDE (Raileanu & Rocktäschel 2020): ‖φ(s′) − φ(s)‖₂ / √N_ep(s′), φ trained by forward and
+inverse dynamics losses."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
+from rlzoo.bonuses.counting import EpisodicCounts, check_state_key, state_hashes
+from rlzoo.bonuses.dynamics import ForwardDynamics, InverseDynamics
+from rlzoo.bonuses.encoders import build_embedding
+
+
+def impact_reward(phi: torch.Tensor, episodic_counts: torch.Tensor) -> torch.Tensor:
+    """RIDE's impact bonus [T, B] from φ [T+1, B, d] and N_ep(obs[t+1]) [T, B]."""
+    return (phi[1:] - phi[:-1]).norm(dim=-1) / episodic_counts.float().sqrt()
+
+
+@register_bonus("ride")
+class RIDEBonus(Bonus):
+    def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
+        super().__init__(cfg, spec, model_cfg, num_envs, device)
+        self.loss_weights = {
+            "ride_forward_dynamics": cfg_get(cfg, "forward_loss_coef", float),
+            "ride_inverse_dynamics": cfg_get(cfg, "inverse_loss_coef", float),
+        }
+        self.state_key = cfg_get(cfg, "state_key", str)
+        check_state_key(self.state_key, spec.family)
+        self.episodic_counts = EpisodicCounts(num_envs)
+        self.encoder, dim = build_embedding(model_cfg, spec)
+        self.forward_dynamics = ForwardDynamics(dim, self.num_actions)
+        self.inverse_dynamics = InverseDynamics(dim, self.num_actions)
+        self.to(self.device)
+        self.optimizer = self.make_optimizer(
+            [*self.encoder.parameters(), *self.forward_dynamics.parameters(), *self.inverse_dynamics.parameters()]
+        )
+
+    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+        steps, cols = ctx.dones.shape
+        phi = self.encoder(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
+        counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
+        counts_t = torch.as_tensor(counts, device=self.device)
+        return impact_reward(phi.detach(), counts_t), phi
+
+    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+        actions = batch["actions"].to(self.device)
+        dones = batch["dones"].to(self.device).bool()
+        return {
+            "ride_forward_dynamics": self.forward_dynamics.loss(aux, actions, dones),
+            "ride_inverse_dynamics": self.inverse_dynamics.loss(aux, actions, dones),
+        }
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "episodic_counts": self.episodic_counts.state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.episodic_counts.load(state["episodic_counts"])

@@ -1,0 +1,116 @@
+"""`rlzoo-evaluate`: run a trained policy for N episodes and print a table.
+
+    rlzoo-evaluate runs/2026-11-22/10-00-00_MiniHack-Room-5x5-v0-none-s1 --episodes 20 --video ep.gif
+
+Procgen policies are evaluated on their training levels and on the held-out levels
+(`env.eval_start_level`, `env.eval_num_levels`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rlzoo.envs import env_spec, eval_env_cfg, make_vec_env
+from rlzoo.models import build_model
+from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint
+from rlzoo.runtime.learner import uses_separate_value_head
+
+
+def load_policy(path: Path) -> tuple[DictConfig, torch.nn.Module]:
+    """Config and policy of a run directory or a checkpoint file."""
+    ckpt_path = latest_path(path) if path.is_dir() else path
+    state = load_checkpoint(ckpt_path)
+    cfg = OmegaConf.create(state["config"])
+    model = build_model(cfg.model, env_spec(cfg.env), intrinsic_value_head=uses_separate_value_head(cfg))
+    model.load_state_dict(state["learner"]["model"])
+    model.eval()
+    return cfg, model
+
+
+@torch.no_grad()
+def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int, greedy: bool,
+                 num_envs: int = 8, video_frames: list[np.ndarray] | None = None) -> list[dict[str, float]]:
+    """Play until `episodes` episodes finished; optionally record environment 0's first episode."""
+    num_envs = max(1, min(num_envs, episodes))
+    env = make_vec_env(env_cfg, num_envs, seed=seed, render=video_frames is not None)
+    generator = torch.Generator().manual_seed(seed)
+    obs = env.reset()
+    first = np.ones(num_envs, dtype=bool)
+    state = model.initial_state(num_envs)
+    finished: list[dict[str, float]] = []
+    recording = video_frames is not None
+    try:
+        while len(finished) < episodes:
+            if recording:
+                video_frames.append(env.render(0))
+            obs_t = {k: torch.from_numpy(v[None]) for k, v in obs.items()}
+            out, state = model(obs_t, torch.from_numpy(first[None]), state)
+            logits = out["logits"][0]
+            if greedy:
+                actions = logits.argmax(-1)
+            else:
+                actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+            obs, _, done, eps = env.step(actions.numpy())
+            first = done.copy()
+            recording = recording and not done[0]
+            finished.extend(eps)
+    finally:
+        env.close()
+    return finished[:episodes]
+
+
+def summarize(episodes: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for ep in episodes for k in ep})
+    return {k: float(np.mean([ep[k] for ep in episodes if k in ep])) for k in keys}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rlzoo-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, help="run directory or checkpoint file")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=12345, help="evaluation seed (differs from training's)")
+    parser.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
+    parser.add_argument("--video", type=Path, help="write environment 0's first episode as .gif or .mp4")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be at least 1")
+    try:
+        cfg, model = load_policy(args.path)
+    except CheckpointError as err:
+        sys.exit(f"rlzoo-evaluate: {err}")
+
+    settings = [("train levels" if cfg.env.family == "procgen" else "episodes", cfg.env)]
+    if cfg.env.family == "procgen":
+        settings.append(("held-out levels", eval_env_cfg(cfg.env)))
+    video: list[np.ndarray] | None = [] if args.video else None
+    frames = video  # only the first setting is recorded
+    print(f"{'setting':<16} {'episodes':>8} " + " ".join(f"{k:>10}" for k in ("return", "length", "success")))
+    for label, env_cfg in settings:
+        eps = run_episodes(model, env_cfg, args.episodes, args.seed, args.greedy, video_frames=frames)
+        stats = summarize(eps)
+        cells = " ".join(f"{stats[k]:>10.3f}" if k in stats else f"{'-':>10}" for k in ("return", "length", "success"))
+        print(f"{label:<16} {len(eps):>8} {cells}")
+        frames = None
+    if args.video:
+        write_video(args.video, video)
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".mp4":
+        imageio.mimwrite(path, frames, fps=10)
+    else:
+        imageio.mimwrite(path, frames, duration=0.1, loop=0)
+    print(f"wrote {len(frames)} frames to {path}")
+
+
+if __name__ == "__main__":
+    main()

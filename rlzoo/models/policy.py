@@ -1,0 +1,71 @@
+"""Actor-critic policy: a torso, an optional LSTM core, and policy / value heads."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Policy(nn.Module):
+    """forward(obs [T, B, ...], first [T, B], state) -> ({logits, baseline[, int_baseline]}, state)."""
+
+    def __init__(
+        self, torso: nn.Module, num_actions: int, lstm_size: int, intrinsic_value_head: bool = False
+    ) -> None:
+        super().__init__()
+        self.torso = torso
+        self.num_actions = num_actions
+        self.lstm = nn.LSTM(torso.out_dim, lstm_size) if lstm_size > 0 else None
+        core_dim = lstm_size if lstm_size > 0 else torso.out_dim
+        self.policy_head = nn.Linear(core_dim, num_actions)
+        self.baseline_head = nn.Linear(core_dim, 1)
+        self.int_baseline_head = nn.Linear(core_dim, 1) if intrinsic_value_head else None
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """Zero (h, c), each [batch_size, lstm_size], on the model's device; () without LSTM."""
+        if self.lstm is None:
+            return ()
+        device = self.policy_head.weight.device
+        zeros = torch.zeros(batch_size, self.lstm.hidden_size, device=device)
+        return (zeros, zeros.clone())
+
+    def forward(
+        self,
+        obs: dict[str, torch.Tensor],
+        first: torch.Tensor,
+        state: tuple[torch.Tensor, ...],
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        T, B = first.shape
+        flat = {key: obs[key].reshape(T * B, *obs[key].shape[2:]) for key in self.torso.input_keys}
+        features = self.torso(flat).view(T, B, -1)
+        if self.lstm is None:
+            core = features
+        else:
+            core, state = self._unroll(features, first.bool(), state)
+        out = {
+            "logits": self.policy_head(core),
+            "baseline": self.baseline_head(core).squeeze(-1),
+        }
+        if self.int_baseline_head is not None:
+            out["int_baseline"] = self.int_baseline_head(core).squeeze(-1)
+        return out, state
+
+    def _unroll(
+        self, features: torch.Tensor, first: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Run the LSTM over T, zeroing each env's state before a step where `first` is set.
+
+        Between two steps where any env starts an episode the LSTM runs as one fused call, so the
+        Python loop is over episode boundaries rather than over every time step.
+        """
+        T = features.shape[0]
+        h, c = state
+        boundaries = (torch.nonzero(first[1:].any(dim=1)).flatten() + 1).tolist()
+        starts = [0] + boundaries
+        outputs = []
+        for start, end in zip(starts, starts[1:] + [T]):
+            keep = (~first[start]).to(features.dtype).unsqueeze(-1)
+            h, c = h * keep, c * keep
+            out, (h_n, c_n) = self.lstm(features[start:end], (h.unsqueeze(0), c.unsqueeze(0)))
+            h, c = h_n[0], c_n[0]
+            outputs.append(out)
+        return torch.cat(outputs), (h, c)

@@ -1,0 +1,3 @@
+from rlzoo.motif.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Ablation reports: load runs, compare groups with rliable's statistics, write plots and tables."""

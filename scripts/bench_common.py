@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmark scripts: raw environment speed and steady-state training speed."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def raw_env_steps_per_second(env_cfg: Any, seconds: float = 10.0, seed: int = 0) -> float:
+    """One process, one environment, random actions: the ceiling training is measured against."""
+    from rlzoo.envs import env_spec, make_vec_env
+
+    env = make_vec_env(env_cfg, 1, seed=seed)
+    rng = np.random.default_rng(seed)
+    n = env_spec(env_cfg).num_actions
+    env.reset()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            env.step(rng.integers(n, size=1))
+        steps += 100
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def steady_state_steps_per_second(run_dir: Path, warmup_fraction: float = 0.2) -> float:
+    """Training steps/s from a run's metric log, leaving out start-up (the first part of the run)."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    end = rows[-1]
+    start = next((r for r in rows if r["time"] >= warmup_fraction * end["time"]), rows[0])
+    if end["time"] <= start["time"]:
+        return end["env_steps"] / max(end["time"], 1e-9)
+    return (end["env_steps"] - start["env_steps"]) / (end["time"] - start["time"])

@@ -1,0 +1,120 @@
+"""Random-action environment throughput: rlzoo's VecEnv (B=1, B=16) against the bare env.
+
+Prints env steps per second (summed over the B environments) for MiniHack-Room-5x5-v0,
+NetHackScore-v0 and Procgen coinrun, and the wrapper's cost relative to the bare env.
+
+    python scripts/bench_envs.py [--seconds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from rlzoo.envs import make_vec_env
+
+
+def _timed(step, seconds: float) -> float:
+    """Call step() (which returns how many env steps it took) for ~seconds; return steps/s."""
+    step()  # warm-up
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        steps += step()
+    return steps / (time.perf_counter() - start)
+
+
+def bare_gymnasium(name: str, seconds: float, default_keys: bool = False) -> float:
+    """gymnasium.make env asked for the keys VecEnv reads (or, default_keys, the env's defaults)."""
+    import gymnasium
+    import minihack  # noqa: F401
+    import nle  # noqa: F401
+
+    kwargs = {} if default_keys else {"observation_keys": ("glyphs", "blstats", "message")}
+    env = gymnasium.make(name, **kwargs)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(env.action_space.n, size=4096).tolist()
+
+    def step() -> int:
+        for action in actions[:256]:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+        actions.append(actions.pop(0))
+        return 256
+
+    return _timed(step, seconds)
+
+
+def bare_procgen(num: int, seconds: float) -> float:
+    from procgen import ProcgenGym3Env
+
+    env = ProcgenGym3Env(num=num, env_name="coinrun", num_levels=200, distribution_mode="easy",
+                         num_threads=0, rand_seed=0)  # fmt: skip
+    actions = np.random.default_rng(0).integers(15, size=(64, num)).astype(np.int32)
+
+    def step() -> int:
+        for a in actions:
+            env.act(a)
+            env.observe()
+        return len(actions) * num
+
+    return _timed(step, seconds)
+
+
+def rlzoo_vec(cfg: dict, num_envs: int, seconds: float) -> float:
+    venv = make_vec_env(cfg, num_envs=num_envs, seed=0)
+    venv.reset()
+    rounds = max(1, 256 // num_envs)
+    actions = np.random.default_rng(0).integers(venv.spec.num_actions, size=(rounds, num_envs))
+
+    def step() -> int:
+        for a in actions:
+            venv.step(a)
+        return rounds * num_envs
+
+    rate = _timed(step, seconds)
+    venv.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    rows = []
+    for family, name in (("minihack", "MiniHack-Room-5x5-v0"), ("nethack", "NetHackScore-v0")):
+        cfg = {"family": family, "name": name}
+        for label, measure in (
+            ("bare, default obs keys", lambda: bare_gymnasium(name, args.seconds, default_keys=True)),
+            ("bare gymnasium env", lambda: bare_gymnasium(name, args.seconds)),
+            ("VecEnv B=1", lambda: rlzoo_vec(cfg, 1, args.seconds)),
+            ("VecEnv B=16", lambda: rlzoo_vec(cfg, 16, args.seconds)),
+        ):
+            rows.append((name, label, measure()))
+            print(f"{name:24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
+    cfg = {"family": "procgen", "name": "coinrun"}
+    for label, measure in (
+        ("bare gym3 num=1", lambda: bare_procgen(1, args.seconds)),
+        ("VecEnv B=1", lambda: rlzoo_vec(cfg, 1, args.seconds)),
+        ("bare gym3 num=16", lambda: bare_procgen(16, args.seconds)),
+        ("VecEnv B=16", lambda: rlzoo_vec(cfg, 16, args.seconds)),
+    ):
+        rows.append(("coinrun", label, measure()))
+        print(f"{'coinrun':24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
+
+    print("\nsummary: VecEnv throughput relative to the bare env")
+    by_key = {(env, label): rate for env, label, rate in rows}
+    for env, bare in (("MiniHack-Room-5x5-v0", "bare gymnasium env"), ("NetHackScore-v0", "bare gymnasium env")):
+        for b in (1, 16):
+            ratio = by_key[(env, f"VecEnv B={b}")] / by_key[(env, bare)]
+            print(f"  {env:24s} B={b:<3d} {ratio:6.1%} of bare")
+    for b in (1, 16):
+        ratio = by_key[("coinrun", f"VecEnv B={b}")] / by_key[("coinrun", f"bare gym3 num={b}")]
+        print(f"  {'coinrun':24s} B={b:<3d} {ratio:6.1%} of bare gym3 num={b}")
+
+
+if __name__ == "__main__":
+    main()

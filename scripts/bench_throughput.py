@@ -1,0 +1,52 @@
+"""Raw environment speed vs end-to-end training speed, measured in one run on this machine.
+
+    python scripts/bench_throughput.py MiniHack-Room-5x5-v0 [--seconds 60] [overrides ...]
+
+Last line: `ratio training/raw = R (training X steps/s, raw Y steps/s)`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import raw_env_steps_per_second, steady_state_steps_per_second  # noqa: E402
+
+from rlzoo.config import load_config  # noqa: E402
+from rlzoo.runtime.trainer import train  # noqa: E402
+
+PRESETS = {"procgen": "experiment=procgen_coinrun", "nethack": "experiment=nethack_score"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env", help="environment name, e.g. MiniHack-Room-5x5-v0, NetHackScore-v0, coinrun")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training wall time")
+    parser.add_argument("--raw-seconds", type=float, default=10.0)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the training run")
+    args = parser.parse_args()
+
+    family = "procgen" if args.env[0].islower() else ("nethack" if args.env.startswith("NetHack") else "minihack")
+    overrides = [f"env={family}", f"env.name={args.env}", f"model={family}", "total_steps=1000000000",
+                 f"time_limit_s={args.seconds}", "logger.progress=false", "logger.log_interval_s=2",
+                 *args.overrides]
+    cfg = load_config(overrides)
+
+    print(f"measuring raw {args.env} speed for {args.raw_seconds:.0f} s (1 process, random actions) …")
+    raw = raw_env_steps_per_second(cfg.env, args.raw_seconds)
+    print(f"raw: {raw:,.0f} steps/s")
+    print(f"training for {args.seconds:.0f} s with runtime={cfg.runtime.name}, "
+          f"{cfg.runtime.num_actors} actors × {cfg.runtime.envs_per_actor} envs, batch {cfg.runtime.batch_size} …")
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train(cfg, Path(tmp))
+        trained = steady_state_steps_per_second(Path(tmp))
+    print(f"training: {trained:,.0f} steps/s steady state ({summary['env_steps']:,} steps in "
+          f"{summary['wall_time_s']:.0f} s, {summary['learner_steps']} learner steps)")
+    print(f"ratio training/raw = {trained / raw:.2f} (training {trained:,.0f} steps/s, raw {raw:,.0f} steps/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Two CPU learner replicas (gloo) make exactly the update one learner makes on the whole batch."""
+import multiprocessing as mp
+
+import torch
+
+from rlzoo.envs import env_spec
+from rlzoo.runtime import distributed
+from rlzoo.runtime.learner import Learner
+from rlzoo.runtime.rollout import RolloutWorker, collate
+
+
+def _replica(rank, world_size, port, cfg, batch, queue):
+    torch.set_num_threads(1)
+    distributed.init_process_group(rank, world_size, "127.0.0.1", port, torch.device("cpu"))
+    learner = Learner(cfg, env_spec(cfg.env), num_envs=8, device=torch.device("cpu"),
+                      rank=rank, world_size=world_size)
+    for step in range(2):  # two steps: the optimizer state must agree too
+        learner.update(batch, env_steps=step)
+    if rank == 0:
+        queue.put({k: v.numpy().copy() for k, v in learner.model.state_dict().items()})  # plain pickles
+    torch.distributed.destroy_process_group()
+
+
+def test_two_learners_equal_one(compose):
+    cfg = compose(["runtime.envs_per_actor=4", "runtime.num_actors=2", "runtime.batch_size=8",
+                   "runtime.unroll_length=8", "algo.lr_decay=none"])
+    spec = env_spec(cfg.env)
+    batch = collate([RolloutWorker(cfg, i, spec).rollout()[0] for i in range(2)])
+
+    single = Learner(cfg, spec, num_envs=8, device=torch.device("cpu"))
+    for step in range(2):
+        single.update(batch, env_steps=step)
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    port = distributed.free_port()
+    procs = [ctx.Process(target=_replica, args=(r, 2, port, cfg, batch, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    sharded = queue.get()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(torch.from_numpy(sharded[k]), v, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(v, Learner(cfg, spec, 8, torch.device("cpu")).model.state_dict()[k])
+               for k, v in single.model.state_dict().items()), "the update changed nothing"

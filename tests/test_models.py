@@ -1,0 +1,191 @@
+"""Models: output shapes, LSTM resets, gradients, blstats normalisation, config validation."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nle import nethack
+from omegaconf import OmegaConf
+
+from rlzoo.envs.vec_env import EnvSpec
+from rlzoo.models import build_model, build_torso
+from rlzoo.models.nethack_net import BlstatsNormalizer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+NETHACK_SPEC = EnvSpec(
+    family="minihack",
+    name="MiniHack-Room-5x5-v0",
+    obs_space={
+        "glyphs": ((21, 79), np.dtype(np.int16)),
+        "crop": ((9, 9), np.dtype(np.int16)),
+        "blstats": ((27,), np.dtype(np.int32)),
+        "message": ((256,), np.dtype(np.uint8)),
+    },
+    num_actions=8,
+)
+PROCGEN_SPEC = EnvSpec(
+    family="procgen", name="coinrun", obs_space={"rgb": ((64, 64, 3), np.dtype(np.uint8))}, num_actions=15
+)
+
+
+def _cfg(config_file, **overrides):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{config_file}.yaml"))
+    return {**cfg, **overrides}
+
+
+def _random_obs(spec, *lead, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    obs = {}
+    for key, (shape, dtype) in spec.obs_space.items():
+        high = {"glyphs": nethack.MAX_GLYPH + 1, "crop": nethack.MAX_GLYPH + 1, "blstats": 100}.get(key, 256)
+        torch_dtype = getattr(torch, np.dtype(dtype).name)
+        obs[key] = torch.randint(0, high, (*lead, *shape), generator=generator).to(torch_dtype)
+    return obs
+
+
+CASES = [
+    ("nethack", NETHACK_SPEC, 512),
+    ("e3b", NETHACK_SPEC, 1024),
+    ("crop", NETHACK_SPEC, 256),
+    ("impala_cnn", PROCGEN_SPEC, 0),
+]
+
+
+@pytest.mark.parametrize("config, spec, lstm_size", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("intrinsic", [False, True])
+def test_output_shapes(config, spec, lstm_size, intrinsic):
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.load(CONFIGS / f"{config}.yaml"), spec, intrinsic_value_head=intrinsic)
+    T, B = 3, 2
+    state = model.initial_state(B)
+    assert len(state) == (2 if lstm_size else 0)
+    assert all(s.shape == (B, lstm_size) for s in state)
+    out, new_state = model(_random_obs(spec, T, B), torch.zeros(T, B, dtype=torch.bool), state)
+    assert out["logits"].shape == (T, B, spec.num_actions)
+    assert out["baseline"].shape == (T, B)
+    assert ("int_baseline" in out) == intrinsic
+    if intrinsic:
+        assert out["int_baseline"].shape == (T, B)
+    assert [s.shape for s in new_state] == [s.shape for s in state]
+
+
+@pytest.mark.parametrize(
+    "config, spec, out_dim", [("nethack", NETHACK_SPEC, 512), ("crop", NETHACK_SPEC, 256),
+                              ("impala_cnn", PROCGEN_SPEC, 256)]  # fmt: skip
+)
+def test_torso_output_dim(config, spec, out_dim):
+    torso = build_torso(_cfg(config), spec)
+    assert torso.out_dim == out_dim
+    assert torso(_random_obs(spec, 5)).shape == (5, out_dim)
+
+
+def _naive_unroll(model, obs, first, state):
+    """Reference: one LSTM step at a time, zeroing the state where `first` is set."""
+    T, B = first.shape
+    h, c = state
+    logits = []
+    for t in range(T):
+        keep = (~first[t]).float().unsqueeze(-1)
+        h, c = h * keep, c * keep
+        step_obs = {k: v[t : t + 1] for k, v in obs.items()}
+        out, (h, c) = model(step_obs, torch.zeros(1, B, dtype=torch.bool), (h, c))
+        logits.append(out["logits"][0])
+    return torch.stack(logits), (h, c)
+
+
+def test_lstm_resets_state_at_first():
+    torch.manual_seed(0)
+    model = build_model(_cfg("crop", lstm_size=16, fc_sizes=[16]), NETHACK_SPEC)
+    T, B = 6, 3
+    obs = _random_obs(NETHACK_SPEC, T, B)
+    first = torch.zeros(T, B, dtype=torch.bool)
+    first[2, 0] = first[4, 1] = first[4, 2] = first[5, 0] = True
+    state = tuple(torch.randn(B, 16) for _ in range(2))
+    with torch.no_grad():
+        out, (h, c) = model(obs, first, state)
+        expected, (h_ref, c_ref) = _naive_unroll(model, obs, first, state)
+        torch.testing.assert_close(out["logits"], expected)
+        torch.testing.assert_close(h, h_ref)
+        torch.testing.assert_close(c, c_ref)
+        # From a reset on, env 1 behaves as if started from the zero state.
+        fresh, _ = model({k: v[4:, 1:2] for k, v in obs.items()}, first[4:, 1:2], model.initial_state(1))
+        torch.testing.assert_close(out["logits"][4:, 1:2], fresh["logits"])
+        # Without a reset the incoming state matters.
+        carried, _ = model({k: v[:2, 1:2] for k, v in obs.items()}, first[:2, 1:2], model.initial_state(1))
+        assert not torch.allclose(out["logits"][:2, 1:2], carried["logits"])
+
+
+@pytest.mark.parametrize("config, spec", [("nethack", NETHACK_SPEC), ("impala_cnn", PROCGEN_SPEC)])
+def test_gradient_step_reaches_every_parameter(config, spec):
+    torch.manual_seed(0)
+    overrides = {"use_message": True} if spec is NETHACK_SPEC else {"lstm_size": 32}
+    model = build_model(_cfg(config, **overrides), spec, intrinsic_value_head=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    T, B = 2, 2
+    out, _ = model(_random_obs(spec, T, B), torch.zeros(T, B, dtype=torch.bool), model.initial_state(B))
+    loss = out["logits"].logsumexp(-1).sum() + out["baseline"].pow(2).sum() + out["int_baseline"].sum()
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    assert unchanged == []
+
+
+def test_blstats_normalisation_matches_hand_computed_values():
+    raw = torch.zeros(1, 27, dtype=torch.int32)
+    raw[0, nethack.NLE_BL_X] = 79
+    raw[0, nethack.NLE_BL_Y] = 7
+    raw[0, nethack.NLE_BL_HP] = 5
+    raw[0, nethack.NLE_BL_HPMAX] = 20
+    raw[0, nethack.NLE_BL_SCORE] = 100
+    raw[0, nethack.NLE_BL_AC] = -4
+    raw[0, nethack.NLE_BL_CONDITION] = nethack.BL_MASK_BLIND | nethack.BL_MASK_CONF
+    norm = BlstatsNormalizer()
+    x = norm(raw)[0]
+    assert norm.out_dim == 26 + 13 == x.shape[0]
+    assert x[nethack.NLE_BL_X] == pytest.approx(1.0)
+    assert x[nethack.NLE_BL_Y] == pytest.approx(7 / 21)
+    assert x[nethack.NLE_BL_HP] == pytest.approx(0.25)
+    assert x[nethack.NLE_BL_HPMAX] == pytest.approx(math.log(21))
+    assert x[nethack.NLE_BL_SCORE] == pytest.approx(math.log(101))
+    assert x[nethack.NLE_BL_AC] == pytest.approx(-0.4)
+    # The 13 condition bits come last, in sorted BL_MASK_* name order: BLIND is 0th, CONF 1st.
+    assert x[26:].tolist() == [1.0, 1.0] + [0.0] * 11
+    # Zero max HP (before the game starts) must not divide by zero.
+    assert torch.isfinite(norm(torch.zeros(1, 27, dtype=torch.int32))).all()
+
+
+def test_impala_cnn_reads_uint8_frames_scaled_to_unit_range():
+    torso = build_torso(_cfg("impala_cnn"), PROCGEN_SPEC)
+    assert torso.fc.in_features == 32 * 8 * 8  # three stride-2 pools: 64 -> 32 -> 16 -> 8
+    obs = _random_obs(PROCGEN_SPEC, 2)
+    pixels = obs["rgb"].permute(0, 3, 1, 2).float() / 255.0
+    expected = torch.relu(torso.fc(torch.relu(torso.stages(pixels)).flatten(1)))
+    torch.testing.assert_close(torso(obs), expected)
+
+
+@pytest.mark.parametrize(
+    "config, spec, pattern",
+    [
+        ("impala_cnn", NETHACK_SPEC, r"model\.name='impala_cnn' cannot read minihack.*nethack_cnn"),
+        ("nethack", PROCGEN_SPEC, r"model\.name='nethack_cnn' cannot read procgen.*impala_cnn"),
+    ],
+)
+def test_model_that_does_not_fit_the_env_is_rejected(config, spec, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build_model(_cfg(config), spec)
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"name": "nethak_cnn"}, r"model\.name='nethak_cnn'.*nethack_cnn"),
+        ({"lstm_size": -1}, r"model\.lstm_size"),
+        ({"crop_channels": []}, r"model\.crop_channels"),
+        ({"use_full_map": "yes"}, r"model\.use_full_map"),
+        ({"hidden": 3}, r"unknown keys \['hidden'\]"),
+    ],
+)
+def test_bad_model_values_are_rejected(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build_model(_cfg("nethack", **overrides), NETHACK_SPEC)
