@@ -119,5 +119,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("runtime.device='cuda' but no CUDA device is available; use auto or cpu")
     if not isinstance(cfg.resume, str) or not cfg.resume:
         raise ConfigError(f"resume={cfg.resume!r} must be auto, never, or the path of a run directory")
+    check_bool(cfg, "requeue_on_signal")
+    check_number(cfg, "runtime.env_step_timeout_s", min_value=0)
+    check_number(cfg, "runtime.rollout_timeout_s", min_value=0, min_inclusive=False)
     check_bool(cfg, "logger.wandb")
     check_number(cfg, "logger.log_interval_s", min_value=0, min_inclusive=False)

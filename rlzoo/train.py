@@ -13,6 +13,9 @@ import hydra
 from omegaconf import DictConfig
 
 from rlzoo.config import CONFIG_DIR, ConfigError
+from rlzoo.runtime.checkpoint import CheckpointError
+from rlzoo.runtime.learner import NonFiniteLossError
+from rlzoo.runtime.ray_runtime import RayConnectionError
 from rlzoo.runtime.trainer import train
 
 
@@ -25,6 +28,9 @@ def _main(cfg: DictConfig) -> None:
         # A user mistake, not a bug: one clear line instead of a stack trace.
         print(f"rlzoo-train: config error: {err}", file=sys.stderr)
         sys.exit(2)
+    except (CheckpointError, RayConnectionError, NonFiniteLossError, MemoryError) as err:
+        print(f"rlzoo-train: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""Random-action environment throughput: rlzoo's VecEnv (B=1, B=16) against the bare env.
+"""Random-action environment throughput: rlzoo's VecEnv (B=1, B=16) against the bare envs.
 
 Prints env steps per second (summed over the B environments) for MiniHack-Room-5x5-v0,
-NetHackScore-v0 and Procgen coinrun, and the wrapper's cost relative to the bare env.
+NetHackScore-v0 and Procgen coinrun. "bare" is B gymnasium.make envs stepped in turn (NetHack,
+MiniHack) or procgen's gym3 env with num=B, so the ratio is the cost of the wrapper alone.
 
     python scripts/bench_envs.py [--seconds 3]
 """
@@ -25,24 +26,27 @@ def _timed(step, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def bare_gymnasium(name: str, seconds: float, default_keys: bool = False) -> float:
-    """gymnasium.make env asked for the keys VecEnv reads (or, default_keys, the env's defaults)."""
+def bare_gymnasium(name: str, num: int, seconds: float, default_keys: bool = False) -> float:
+    """`num` gymnasium.make envs stepped in turn, asked for the keys VecEnv reads (or, with
+    default_keys, the env's defaults)."""
     import gymnasium
     import minihack  # noqa: F401
     import nle  # noqa: F401
 
     kwargs = {} if default_keys else {"observation_keys": ("glyphs", "blstats", "message")}
-    env = gymnasium.make(name, **kwargs)
-    env.reset(seed=0)
-    actions = np.random.default_rng(0).integers(env.action_space.n, size=4096).tolist()
+    envs = [gymnasium.make(name, **kwargs) for _ in range(num)]
+    for i, env in enumerate(envs):
+        env.reset(seed=i)
+    rounds = max(1, 256 // num)
+    actions = np.random.default_rng(0).integers(envs[0].action_space.n, size=(rounds, num)).tolist()
 
     def step() -> int:
-        for action in actions[:256]:
-            _, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                env.reset()
-        actions.append(actions.pop(0))
-        return 256
+        for row in actions:
+            for env, action in zip(envs, row):
+                _, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    env.reset()
+        return rounds * num
 
     return _timed(step, seconds)
 
@@ -88,32 +92,30 @@ def main() -> None:
     for family, name in (("minihack", "MiniHack-Room-5x5-v0"), ("nethack", "NetHackScore-v0")):
         cfg = {"family": family, "name": name}
         for label, measure in (
-            ("bare, default obs keys", lambda: bare_gymnasium(name, args.seconds, default_keys=True)),
-            ("bare gymnasium env", lambda: bare_gymnasium(name, args.seconds)),
+            ("bare B=1, default keys", lambda: bare_gymnasium(name, 1, args.seconds, default_keys=True)),
+            ("bare B=1", lambda: bare_gymnasium(name, 1, args.seconds)),
             ("VecEnv B=1", lambda: rlzoo_vec(cfg, 1, args.seconds)),
+            ("bare B=16", lambda: bare_gymnasium(name, 16, args.seconds)),
             ("VecEnv B=16", lambda: rlzoo_vec(cfg, 16, args.seconds)),
         ):
             rows.append((name, label, measure()))
             print(f"{name:24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
     cfg = {"family": "procgen", "name": "coinrun"}
     for label, measure in (
-        ("bare gym3 num=1", lambda: bare_procgen(1, args.seconds)),
+        ("bare B=1", lambda: bare_procgen(1, args.seconds)),
         ("VecEnv B=1", lambda: rlzoo_vec(cfg, 1, args.seconds)),
-        ("bare gym3 num=16", lambda: bare_procgen(16, args.seconds)),
+        ("bare B=16", lambda: bare_procgen(16, args.seconds)),
         ("VecEnv B=16", lambda: rlzoo_vec(cfg, 16, args.seconds)),
     ):
         rows.append(("coinrun", label, measure()))
         print(f"{'coinrun':24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
 
-    print("\nsummary: VecEnv throughput relative to the bare env")
+    print("\nsummary: VecEnv throughput relative to the bare env(s) with the same B")
     by_key = {(env, label): rate for env, label, rate in rows}
-    for env, bare in (("MiniHack-Room-5x5-v0", "bare gymnasium env"), ("NetHackScore-v0", "bare gymnasium env")):
+    for env in ("MiniHack-Room-5x5-v0", "NetHackScore-v0", "coinrun"):
         for b in (1, 16):
-            ratio = by_key[(env, f"VecEnv B={b}")] / by_key[(env, bare)]
-            print(f"  {env:24s} B={b:<3d} {ratio:6.1%} of bare")
-    for b in (1, 16):
-        ratio = by_key[("coinrun", f"VecEnv B={b}")] / by_key[("coinrun", f"bare gym3 num={b}")]
-        print(f"  {'coinrun':24s} B={b:<3d} {ratio:6.1%} of bare gym3 num={b}")
+            ratio = by_key[(env, f"VecEnv B={b}")] / by_key[(env, f"bare B={b}")]
+            print(f"  {env:24s} B={b:<3d} {ratio:6.1%}")
 
 
 if __name__ == "__main__":

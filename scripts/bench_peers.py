@@ -12,8 +12,8 @@ minihack 1.0.2, pinned in scripts/peers/requirements-sf.lock), created on first 
 For each task the script
 1. measures the ceiling: one process stepping one environment with random actions;
 2. finds each framework's best setting for this machine with a short trial of every point of a
-   small grid (Sample Factory: workers × envs per worker × batch, then worker_num_splits 1 vs 2 on
-   the winner; rlzoo: actors × envs per actor × batch);
+   small grid, the two frameworks' trials alternating (Sample Factory: workers × envs per worker ×
+   batch, then worker_num_splits 1 vs 2 on the winner; rlzoo: actors × envs per actor × batch);
 3. runs the two winners alternately (rlzoo, Sample Factory, rlzoo, …) for `--seconds` each, so that
    drifting machine load hits both alike.
 Both sides are measured the same way: environment steps consumed by the learner per second, from
@@ -32,11 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+# minihack 1.0.2 imports pkg_resources, which warns on every import; nothing to act on here.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 REPO = Path(__file__).resolve().parent.parent
 SF_VENV = REPO / ".venv-sf"
@@ -190,7 +194,9 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
                f"time_limit_s={seconds}", "total_steps=1000000000000", "resume=never",
                "checkpoint_interval_s=1000000", "logger.wandb=false", "logger.progress=false",
                "logger.log_interval_s=1", f"hydra.run.dir={run_dir}"]
-        env = {**os.environ, "WANDB_MODE": "disabled"}
+        # PYTHONPATH: measure this checkout's rlzoo whatever .venv has installed.
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": pythonpath}
         run_logged(cmd, log_path, seconds + START_UP_ALLOWANCE_S, env=env)
         metrics = Path(run_dir) / "metrics.jsonl"
         reports = []
@@ -207,6 +213,8 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
 
 def env_ceiling(task: str, seconds: float) -> tuple[float, str]:
     """Random-action env steps/s of one environment in this process, and what was stepped."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # this checkout's rlzoo, as for the training runs
     try:
         from rlzoo.config import load_config
         from rlzoo.envs import env_spec, make_vec_env
@@ -296,7 +304,7 @@ class Bench:
         self.count += 1
         log_path = self.log_dir / f"{self.count:03d}-{framework}-{task}-{stage}.log"
         load = os.getloadavg()[0]
-        print(f"  [{self.count}] {stage:6s} {framework:14s} {cfg.label():48s} ", end="", flush=True)
+        print(f"  [{self.count}] {stage:5s} {framework:14s} {cfg.label():48s} ", end="", flush=True)
         try:
             if framework == "sample_factory":
                 sps = run_sf(self.sf_python, task, cfg, seconds, warmup_s, log_path)
@@ -308,16 +316,22 @@ class Bench:
         print(f"{sps:8.1f} steps/s  (load before {load:.1f})", flush=True)
         return sps
 
-    def search(self, framework: str, task: str) -> SFConfig | RlzooConfig | None:
+    def search(self, task: str, frameworks: list[str]) -> dict[str, SFConfig | RlzooConfig | None]:
+        """Best setting per framework. Trials of the frameworks alternate, so that drifting machine
+        load favours neither; Sample Factory then tries worker_num_splits=1 on its winner."""
         a = self.args
-        grid: list[Any] = sf_grid() if framework == "sample_factory" else rlzoo_grid()
-        scores = {cfg: self.run(framework, task, cfg, a.trial_seconds, a.trial_warmup_s, "trial") for cfg in grid}
-        if framework == "sample_factory":
-            best = _best(scores)
-            if best is not None:
-                single = SFConfig(best.workers, best.envs_per_worker, 1, best.batch_size)
-                scores[single] = self.run(framework, task, single, a.trial_seconds, a.trial_warmup_s, "trial")
-        return _best(scores)
+        grids: dict[str, list[Any]] = {fw: (sf_grid() if fw == "sample_factory" else rlzoo_grid()) for fw in frameworks}
+        scores: dict[str, dict[Any, float | None]] = {fw: {} for fw in frameworks}
+        for round_ in itertools.zip_longest(*grids.values()):
+            for fw, cfg in zip(grids, round_):
+                if cfg is not None:
+                    scores[fw][cfg] = self.run(fw, task, cfg, a.trial_seconds, a.trial_warmup_s, "trial")
+        best = _best(scores.get("sample_factory", {}))
+        if best is not None:
+            single = SFConfig(best.workers, best.envs_per_worker, 1, best.batch_size)
+            scores["sample_factory"][single] = self.run("sample_factory", task, single, a.trial_seconds,
+                                                        a.trial_warmup_s, "trial")
+        return {fw: _best(scores[fw]) for fw in frameworks}
 
 
 def _best(scores: dict[Any, float | None]) -> Any:
@@ -400,13 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         ceilings[task] = env_ceiling(task, args.ceiling_seconds)
         print(f"\n{task}: env ceiling {ceilings[task][0]:.0f} steps/s ({ceilings[task][1]}, random actions)", flush=True)
-        best = {fw: fixed[fw] or bench.search(fw, task) for fw in order}
+        to_search = [fw for fw in order if fixed[fw] is None]
+        found = bench.search(task, to_search) if to_search else {}
+        best = {fw: fixed[fw] or found[fw] for fw in order}
         for fw, cfg in best.items():
             print(f"  best {fw}: {cfg.label() if cfg else 'none (every trial failed)'}", flush=True)
         outcomes[task] = {fw: Outcome(cfg) for fw, cfg in best.items() if cfg is not None}
         for round_ in range(1, args.rounds + 1):
             for fw, out in outcomes[task].items():
-                sps = bench.run(fw, task, out.config, args.seconds, args.warmup_s, f"run {round_}")
+                sps = bench.run(fw, task, out.config, args.seconds, args.warmup_s, f"run{round_}")
                 if sps is not None:
                     out.runs.append(sps)
 

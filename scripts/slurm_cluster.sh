@@ -26,13 +26,18 @@ die() { log "error: $*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (installs packages and starts system daemons)"
 
 alive() {  # alive PIDFILE: the process named in PIDFILE is running
-  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+signal_pid() {  # signal_pid PIDFILE: SIGTERM the process named in PIDFILE, if it still runs
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" && [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
 }
 
 wait_gone() {  # wait_gone PIDFILE SECONDS
   local pid deadline=$((SECONDS + $2))
-  [ -s "$1" ] || return 0
-  pid="$(cat "$1")"
+  pid="$(cat "$1" 2>/dev/null)" || return 0  # daemons remove their pid file as they exit
   while kill -0 "$pid" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || { log "pid $pid did not exit in $2 s"; return 1; }
     sleep 0.2
@@ -112,9 +117,9 @@ start_munge() {
 stop_slurm() {
   if alive "$ctld_pid"; then
     # Stops slurmctld and every slurmd; running jobs are kept in the state dir.
-    scontrol shutdown >/dev/null 2>&1 || kill "$(cat "$ctld_pid")"
+    scontrol shutdown >/dev/null 2>&1 || signal_pid "$ctld_pid"
   fi
-  alive "$slurmd_pid" && kill "$(cat "$slurmd_pid")"
+  signal_pid "$slurmd_pid"
   wait_gone "$ctld_pid" 30
   wait_gone "$slurmd_pid" 30
 }
@@ -151,10 +156,8 @@ cmd_start() {
 
 cmd_stop() {
   stop_slurm
-  if alive "$munge_pid"; then
-    kill "$(cat "$munge_pid")"
-    wait_gone "$munge_pid" 10
-  fi
+  signal_pid "$munge_pid"
+  wait_gone "$munge_pid" 10
   log "stopped"
 }
 

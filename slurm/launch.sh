@@ -2,11 +2,11 @@
 # Submit a command to run on a Ray cluster spanning a Slurm allocation (see ray_cluster.sbatch).
 #
 #   slurm/launch.sh --nodes 4 --cpus-per-node 32 --gpus-per-node 1 --time 48:00:00 -- \
-#       rlzoo-train runtime=ray env=minihack bonus=e3b seed=1
+#       rlzoo-train runtime=ray runtime.ray_address=auto env=minihack bonus=e3b seed=1
 #
 # Prints the Slurm job id. The command runs on the first node with RAY_ADDRESS pointing at the head;
-# rlzoo-train with runtime=ray connects there, its learner takes a GPU and its actors spread over all
-# nodes. Options:
+# rlzoo-train with runtime.ray_address=auto connects there, its learner takes a GPU and its actors
+# spread over all nodes. Options:
 #   --nodes N               Slurm nodes (default 2)
 #   --cpus-per-node C       CPUs per node given to Ray (default 8)
 #   --gpus-per-node G       GPUs per node (default 0)
@@ -39,6 +39,7 @@ while [ $# -gt 0 ]; do
     --dashboard-host) export RLZOO_RAY_DASHBOARD_HOST="${2:?}"; shift 2 ;;
     --sbatch) extra+=("${2:?}"); shift 2 ;;
     --dry-run) dry_run=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) die "unknown option '$1' (put the command after --)" ;;
   esac

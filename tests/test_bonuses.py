@@ -30,6 +30,15 @@ SMALL_MODEL = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny networks here run fastest on one thread, and the suite shares the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def minihack_spec():
     return env_spec(load_config(["env=minihack"]).env)

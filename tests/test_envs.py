@@ -3,9 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nle import nethack
 from omegaconf import OmegaConf
 
 from rlzoo.envs import env_spec, eval_env_cfg, make_vec_env, validate_env_cfg
+from rlzoo.envs.nethack import AgentCrop
 from rlzoo.envs.registry import NETHACK_TASKS, PROCGEN_GAMES, minihack_tasks
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"
@@ -48,7 +50,9 @@ def _run_until_episodes(venv, num_actions, min_episodes, max_steps, seed=0):
 def test_configs_are_valid_and_default_names():
     names = {f: validate_env_cfg(OmegaConf.load(CONFIGS / f"{f}.yaml"))["name"] for f in
              ("minihack", "nethack", "procgen")}  # fmt: skip
-    assert names == {"minihack": "MiniHack-Room-5x5-v0", "nethack": "NetHackScore-v0", "procgen": "coinrun"}
+    assert names == {
+        "minihack": "MiniHack-Room-5x5-v0", "nethack": "NetHackScore-v0", "procgen": "coinrun"
+    }
 
 
 def test_task_lists():
@@ -108,7 +112,7 @@ def test_crop_is_centred_on_agent(cfg):
     for _ in range(40):
         x, y = obs["blstats"][0, :2]
         glyphs = obs["glyphs"][0]
-        reference = np.pad(glyphs, 4, constant_values=5976)[y : y + 9, x : x + 9]  # MAX_GLYPH
+        reference = np.pad(glyphs, 4, constant_values=nethack.MAX_GLYPH)[y : y + 9, x : x + 9]
         np.testing.assert_array_equal(obs["crop"][0], reference)
         assert obs["crop"][0, 4, 4] == glyphs[y, x]
         # The terminal has the message line above the map: the agent's '@' is at row y + 1.
@@ -117,18 +121,15 @@ def test_crop_is_centred_on_agent(cfg):
     venv.close()
 
 
-def test_crop_pads_outside_the_map_with_nothing_glyph():
-    venv = make_vec_env(MINIHACK, num_envs=1, seed=0)
-    obs = venv.reset()
-    x, y = obs["blstats"][0, :2]
-    # Room-5x5 sits in the map's middle; re-place the check at the map edge by hand-crafting the
-    # padded slice for column 0 / row 0 of the same glyphs.
-    env = venv.envs[0]
-    env._write({"glyphs": obs["glyphs"][0].copy(), "blstats": np.r_[0, 0, obs["blstats"][0, 2:]],
-                "message": obs["message"][0].copy()}, obs, 0)  # fmt: skip
-    assert (obs["crop"][0, :4, :] == 5976).all() and (obs["crop"][0, :, :4] == 5976).all()
-    np.testing.assert_array_equal(obs["crop"][0, 4:, 4:], obs["glyphs"][0, :5, :5])
-    venv.close()
+@pytest.mark.parametrize("x, y", [(0, 0), (78, 20), (3, 17), (40, 10)])
+def test_crop_pads_outside_the_map_with_nothing_glyph(x, y):
+    glyphs = np.arange(21 * 79, dtype=np.int16).reshape(21, 79)
+    crop = AgentCrop()(glyphs, x, y)
+    for dy in range(-4, 5):
+        for dx in range(-4, 5):
+            inside = 0 <= y + dy < 21 and 0 <= x + dx < 79
+            expected = glyphs[y + dy, x + dx] if inside else nethack.MAX_GLYPH
+            assert crop[4 + dy, 4 + dx] == expected
 
 
 def _trajectory(cfg, seed, num_envs, steps, env_id_offset=0):
@@ -157,7 +158,9 @@ MINIGRID_BASED = {"family": "minihack", "name": "MiniHack-MultiRoom-N4-v0"}
 
 
 @pytest.mark.parametrize(
-    "cfg", [RANDOM_ROOM, NETHACK, MINIGRID_BASED, PROCGEN], ids=["minihack", "nethack", "minigrid", "procgen"]
+    "cfg",
+    [RANDOM_ROOM, NETHACK, MINIGRID_BASED, PROCGEN],
+    ids=["minihack", "nethack", "minigrid", "procgen"],
 )
 def test_same_seed_same_trajectories(cfg):
     steps = 150
@@ -231,7 +234,10 @@ def test_name_from_another_family_says_which():
         ({"num_levels": 200, "eval_num_levels": 50, "eval_start_level": 100}, "overlap"),
         ({"levels": 3}, "unknown env key"),
         ({"family": "procgn"}, "env.family"),
-        ({"distribution_mode": "exploration", "name": "bigfish"}, "env.name"),
+        ({"distribution_mode": "exploration", "name": "bigfish"},
+         "env.name.*distribution_mode=.exploration"),  # fmt: skip
+        ({"distribution_mode": "memory", "name": "coinrun"}, "env.name.*distribution_mode=.memory"),
+        ({"distribution_mode": "extreme", "name": "coinrun"}, "env.name.*distribution_mode=.extreme"),
     ],
 )
 def test_bad_env_values_are_rejected(override, key):

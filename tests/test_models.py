@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from rlzoo.envs.vec_env import EnvSpec
 from rlzoo.models import build_model, build_torso
-from rlzoo.models.nethack_net import BlstatsNormalizer
+from rlzoo.models.nethack_net import NUM_GLYPHS, BlstatsNormalizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 NETHACK_SPEC = EnvSpec(
@@ -25,7 +25,10 @@ NETHACK_SPEC = EnvSpec(
     num_actions=8,
 )
 PROCGEN_SPEC = EnvSpec(
-    family="procgen", name="coinrun", obs_space={"rgb": ((64, 64, 3), np.dtype(np.uint8))}, num_actions=15
+    family="procgen",
+    name="coinrun",
+    obs_space={"rgb": ((64, 64, 3), np.dtype(np.uint8))},
+    num_actions=15,
 )
 
 
@@ -38,7 +41,7 @@ def _random_obs(spec, *lead, seed=0):
     generator = torch.Generator().manual_seed(seed)
     obs = {}
     for key, (shape, dtype) in spec.obs_space.items():
-        high = {"glyphs": nethack.MAX_GLYPH + 1, "crop": nethack.MAX_GLYPH + 1, "blstats": 100}.get(key, 256)
+        high = {"glyphs": NUM_GLYPHS, "crop": NUM_GLYPHS, "blstats": 100}.get(key, 256)
         torch_dtype = getattr(torch, np.dtype(dtype).name)
         obs[key] = torch.randint(0, high, (*lead, *shape), generator=generator).to(torch_dtype)
     return obs
@@ -112,7 +115,8 @@ def test_lstm_resets_state_at_first():
         fresh, _ = model({k: v[4:, 1:2] for k, v in obs.items()}, first[4:, 1:2], model.initial_state(1))
         torch.testing.assert_close(out["logits"][4:, 1:2], fresh["logits"])
         # Without a reset the incoming state matters.
-        carried, _ = model({k: v[:2, 1:2] for k, v in obs.items()}, first[:2, 1:2], model.initial_state(1))
+        env_1 = {k: v[:2, 1:2] for k, v in obs.items()}
+        carried, _ = model(env_1, first[:2, 1:2], model.initial_state(1))
         assert not torch.allclose(out["logits"][:2, 1:2], carried["logits"])
 
 

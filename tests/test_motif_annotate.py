@@ -7,7 +7,7 @@ import pytest
 from rlzoo.motif.annotate import annotate, read_labels
 from rlzoo.motif.annotators import EpisodeReturnAnnotator, compare, LLMAnnotator, ScoreGainAnnotator
 from rlzoo.motif.captions import caption_from_array, encode_message
-from rlzoo.motif.dataset import BL_SCORE, PairDataset, Sequence
+from rlzoo.motif.dataset import BL_SCORE, PairDataset, Segment
 from rlzoo.motif.labels import Label
 from rlzoo.motif.llm_client import ChatClient, LLMSettings, LLMUnreachableError
 from rlzoo.motif.loopback_judge import LoopbackJudge, progress_score
@@ -19,7 +19,7 @@ def seq(texts, gain=0.0, ret=0.0):
     messages = np.stack([encode_message(t) for t in texts])
     blstats = np.zeros((len(texts), 27), np.int32)
     blstats[:, BL_SCORE] = gain
-    return Sequence(messages, blstats, gain, (1, 1 + len(texts)), ret)
+    return Segment(messages, blstats, gain, (1, 1 + len(texts)), ret)
 
 
 def make_dataset(path, n=40, seed=0):

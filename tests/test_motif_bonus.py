@@ -8,7 +8,7 @@ import torch
 from rlzoo.bonuses.motif import MotifBonus
 from rlzoo.motif.captions import encode_message
 from rlzoo.motif.intrinsic import count_discounted_reward
-from rlzoo.motif.reward_model import QUANTILE_LEVELS, MessageRewardModel, MotifReward, save_reward_model
+from rlzoo.motif.reward_model import QUANTILE_LEVELS, MessageRewardModel, save_reward_model
 
 SPEC = SimpleNamespace(family="nethack", num_actions=23)
 

@@ -8,7 +8,7 @@ import torch
 from rlzoo.motif.annotate import annotate
 from rlzoo.motif.annotators import ScoreGainAnnotator
 from rlzoo.motif.captions import encode_message
-from rlzoo.motif.dataset import PairDataset, Sequence
+from rlzoo.motif.dataset import PairDataset, Segment
 from rlzoo.motif.labels import Label
 from rlzoo.motif.reward_model import MotifReward, preference_loss, preference_targets
 from rlzoo.motif.train_reward import TrainSettings, split, train_reward_model
@@ -48,7 +48,7 @@ def build(path, n=200, seed=0):
         sides = []
         for _ in range(2):
             text = vocab[rng.integers(len(vocab))]
-            sides.append(Sequence(encode_message(text)[None], np.zeros((1, 27), np.int32), float(text in GOOD), (0, 1)))
+            sides.append(Segment(encode_message(text)[None], np.zeros((1, 27), np.int32), float(text in GOOD), (0, 1)))
         data.append(*sides)
     data.flush()
 

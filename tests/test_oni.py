@@ -125,3 +125,25 @@ def test_oni_config_errors():
         ONIBonus(config(goal="speed"), SPEC, None, 1, "cpu")
     with pytest.raises(ValueError, match="base_url"):
         ONIBonus(config(annotator="llm", llm={"base_url": "localhost", "model": "m"}), SPEC, None, 1, "cpu")
+
+
+def test_annotator_survives_an_unreachable_server_and_keeps_the_work():
+    import socket
+
+    from rlzoo.motif.oni_annotator import AnnotatorSpec, OnlineAnnotator
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = AnnotatorSpec(task="message", annotator="llm", retry_wait_s=0.05,
+                         llm={"base_url": f"http://127.0.0.1:{port}/v1", "model": "judge", "max_retries": 0,
+                              "api_key_env": None})
+    annotator = OnlineAnnotator(spec)
+    annotator.submit([(0, (KILL, 4.0)), (1, (WALL, 0.0))])
+    deadline = time.monotonic() + 10
+    while annotator.last_error is None and time.monotonic() < deadline:
+        assert annotator.poll() == []
+        time.sleep(0.02)
+    assert "cannot reach the LLM server" in annotator.last_error
+    assert annotator.alive() and annotator.backlog == 2  # nothing dropped, still retrying
+    annotator.close()

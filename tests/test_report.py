@@ -182,13 +182,14 @@ def test_offline_wandb_runs_are_read(tmp_path: Path) -> None:
         " config={'env': {'name': 'A'}, 'bonus': {'name': 'e3b'}, 'seed': 1})\n"
         "for s in range(0, 1001, 100):\n"
         "    r.log({'env_steps': s, 'episode/return': 0.5 * s / 1000})\n"
-        "r.finish()\n" % str(tmp_path)
+        "r.finish()\n"
+        # A report logged by `rlzoo-report --log-wandb` is no training run: it is skipped.
+        "wandb.init(project='p', job_type='report', dir=%r).finish()\n" % (str(tmp_path), str(tmp_path))
     )
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
-    runs = list(discover([tmp_path]))
-    assert len(runs) == 1
-    run = runs[0]
+    assert len(list(tmp_path.rglob("run-*.wandb"))) == 2
+    (run,) = discover([tmp_path])
     assert run.get("bonus.name") == "e3b" and run.get("seed") == 1 and run.get("logger.group") == "sweep1"
     assert run.metrics["env_steps"].tolist() == STEPS
     assert final_score(run, "episode/return", 0.1) == pytest.approx((0.45 + 0.5) / 2)

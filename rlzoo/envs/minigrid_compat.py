@@ -14,7 +14,7 @@ _CROSSING_ENTRY_POINT = "minigrid.envs:CrossingEnv"
 _SHIM_NAMESPACE = "rlzoo"
 
 
-def square_crossing_env(width: int | None = None, height: int | None = None, **kwargs: Any):
+def square_crossing_env(width: int | None = None, height: int | None = None, **kwargs: Any) -> Any:
     """MiniGrid's CrossingEnv, ignoring the width/height MiniHack passes."""
     from minigrid.envs import CrossingEnv
 

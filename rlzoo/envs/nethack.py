@@ -75,6 +75,23 @@ def nethack_spec(cfg: dict[str, Any]) -> EnvSpec:
     return _spec_for(json.dumps(cfg, sort_keys=True))
 
 
+class AgentCrop:
+    """CROP_SIZE x CROP_SIZE window of the glyph map centred on (x, y); cells off the map read
+    MAX_GLYPH ("nothing"). MiniHack's own glyphs_crop pads with glyph 0, a monster, so we crop here."""
+
+    def __init__(self) -> None:
+        half = CROP_SIZE // 2
+        rows, cols = DUNGEON_SHAPE
+        self._padded = np.full((rows + 2 * half, cols + 2 * half), nethack.MAX_GLYPH, np.int16)
+        self._interior = self._padded[half : half + rows, half : half + cols]
+
+    def __call__(self, glyphs: np.ndarray, x: int, y: int) -> np.ndarray:
+        """A view into an internal buffer, valid until the next call."""
+        self._interior[...] = glyphs
+        # The padded map is shifted by CROP_SIZE // 2, so rows y .. y+8 are centred on map row y.
+        return self._padded[y : y + CROP_SIZE, x : x + CROP_SIZE]
+
+
 class NetHackEnv:
     """One NLE/MiniHack env writing its observations into row i of shared batch buffers."""
 
@@ -92,12 +109,7 @@ class NetHackEnv:
         if minigrid_env is not None:
             minigrid_env.reset(seed=int(rng.integers(2**31)))
         self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
-        # Glyph map with a CROP_SIZE//2 border of "nothing" glyphs, so any crop is a plain slice.
-        half = CROP_SIZE // 2
-        self._padded = np.full(
-            (DUNGEON_SHAPE[0] + 2 * half, DUNGEON_SHAPE[1] + 2 * half), nethack.MAX_GLYPH, np.int16
-        )
-        self._interior = self._padded[half : half + DUNGEON_SHAPE[0], half : half + DUNGEON_SHAPE[1]]
+        self.crop = AgentCrop()
         self.tty_obs: dict[str, np.ndarray] | None = None
         self._new_episode_stats()
 
@@ -120,10 +132,8 @@ class NetHackEnv:
     def _write(self, obs: dict[str, np.ndarray], out: Obs, i: int) -> None:
         glyphs, blstats = obs["glyphs"], obs["blstats"]
         out["glyphs"][i] = glyphs
-        self._interior[...] = glyphs
-        x, y = int(blstats[0]), int(blstats[1])
-        # The padded map is offset by CROP_SIZE//2, so rows y..y+8 are centred on the agent's row.
-        out["crop"][i] = self._padded[y : y + CROP_SIZE, x : x + CROP_SIZE]
+        x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
+        out["crop"][i] = self.crop(glyphs, x, y)
         out["blstats"][i] = blstats
         out["message"][i] = obs["message"]
         if self.render_enabled:

@@ -29,10 +29,13 @@ PROCGEN_GAMES = (
 )  # fmt: skip
 
 PROCGEN_DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")
-# Procgen supports "exploration" only for these games (a single fixed hard level each).
-PROCGEN_EXPLORATION_GAMES = (
-    "coinrun", "caveflyer", "leaper", "jumper", "maze", "heist", "climber", "ninja",
-)  # fmt: skip
+# Modes only some games implement; procgen's C++ aborts the whole process on other games.
+# ("exploration" is a single fixed hard level per game.)
+PROCGEN_MODE_GAMES = {
+    "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
+    "memory": ("caveflyer", "dodgeball", "heist", "jumper", "maze", "miner"),
+    "exploration": ("caveflyer", "climber", "coinrun", "heist", "jumper", "leaper", "maze", "ninja"),
+}
 
 # Keys each family accepts, with defaults; anything else in env_cfg is a typo and is rejected.
 _COMMON_KEYS = {"family": None, "name": None, "env_kwargs": {}}
@@ -143,9 +146,11 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         mode = cfg["distribution_mode"]
         if mode not in PROCGEN_DISTRIBUTION_MODES:
             raise _bad_value("env.distribution_mode", mode, PROCGEN_DISTRIBUTION_MODES)
-        if mode == "exploration" and name not in PROCGEN_EXPLORATION_GAMES:
-            raise _bad_value("env.name", name, PROCGEN_EXPLORATION_GAMES,
-                             " (games with distribution_mode=exploration)")  # fmt: skip
+        if mode in PROCGEN_MODE_GAMES and name not in PROCGEN_MODE_GAMES[mode]:
+            raise ValueError(
+                f"env.name={name!r} has no env.distribution_mode={mode!r}; the games with it: "
+                f"{', '.join(PROCGEN_MODE_GAMES[mode])}"
+            )
         for key in ("num_levels", "start_level", "eval_num_levels", "eval_start_level", "num_threads"):
             _check_int(cfg, key, 0)
         _check_held_out(cfg)

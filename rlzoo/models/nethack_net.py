@@ -30,7 +30,9 @@ _BL_LOG = (
 )  # fmt: skip
 _BL_RATIO = ((nethack.NLE_BL_HP, nethack.NLE_BL_HPMAX), (nethack.NLE_BL_ENE, nethack.NLE_BL_ENEMAX))
 _CONDITION_MASKS = tuple(
-    getattr(nethack, name) for name in sorted(dir(nethack)) if name.startswith("BL_MASK_") and name != "BL_MASK_BITS"
+    getattr(nethack, name)
+    for name in sorted(dir(nethack))
+    if name.startswith("BL_MASK_") and name != "BL_MASK_BITS"  # BL_MASK_BITS is their count
 )
 NUM_BLSTATS = 27
 
@@ -50,7 +52,8 @@ class BlstatsNormalizer(nn.Module):
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("log_mask", log_mask, persistent=False)
         self.register_buffer("keep", keep, persistent=False)
-        self.register_buffer("masks", torch.tensor(_CONDITION_MASKS, dtype=torch.int64), persistent=False)
+        masks = torch.tensor(_CONDITION_MASKS, dtype=torch.int64)
+        self.register_buffer("masks", masks, persistent=False)
         self.out_dim = int(keep.sum()) + len(_CONDITION_MASKS)
 
     def forward(self, blstats: torch.Tensor) -> torch.Tensor:

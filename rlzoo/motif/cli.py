@@ -15,7 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from rlzoo.config import load_config
 
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, overrides = args[0], args[1:]
     try:
         summary = RUNNERS[command](compose(command, overrides))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, MissingMandatoryValue, HydraException) as err:
         print(f"rlzoo-motif {command}: {err}", file=sys.stderr)
         sys.exit(2)
     except LLMError as err:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import BL_SCORE, BL_TIME, PairDataset, Sequence
+from .dataset import BL_SCORE, BL_TIME, PairDataset, Segment
 
 # (observations, first[B]: obs[i] starts an episode) → actions[B]
 Policy = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
@@ -53,9 +53,9 @@ class _Window:
         self.start_score = int(blstats[BL_SCORE])
         self.start_turn = int(blstats[BL_TIME])
 
-    def close(self) -> Sequence:
+    def close(self) -> Segment:
         last = self.blstats[-1]
-        return Sequence(
+        return Segment(
             messages=np.stack(self.messages),
             blstats=np.stack(self.blstats),
             score_gain=float(int(last[BL_SCORE]) - self.start_score),
@@ -97,9 +97,9 @@ def collect(
     obs = env.reset()
     first = np.ones(env.num_envs, dtype=bool)
     windows = [_Window(obs["blstats"][i]) for i in range(env.num_envs)]
-    waiting: list[list[Sequence]] = [[] for _ in range(env.num_envs)]
+    waiting: list[list[Segment]] = [[] for _ in range(env.num_envs)]
     returns = np.zeros(env.num_envs, dtype=np.float64)
-    pool: list[Sequence] = []
+    pool: list[Segment] = []
     steps = episodes = 0
     start = time.monotonic()
     bar = tqdm(total=dataset.capacity, initial=already, desc="collect", unit="pair", disable=not progress, dynamic_ncols=True)

@@ -33,8 +33,8 @@ def _fields(seq_len: int) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 @dataclass
-class Sequence:
-    """One side of a pair, as the collector builds it."""
+class Segment:
+    """One side of a pair: consecutive transitions of one episode, as the collector builds it."""
 
     messages: np.ndarray     # [n, 256] uint8
     blstats: np.ndarray      # [n, 27] int32
@@ -96,7 +96,7 @@ class PairDataset:
             arrays[name] = array
         return cls(path, arrays, meta)
 
-    def append(self, first: Sequence, second: Sequence) -> None:
+    def append(self, first: Segment, second: Segment) -> None:
         i = self.count
         if i >= self.capacity:
             raise IndexError(f"dataset at {self.path} is full ({self.capacity} pairs)")

@@ -101,7 +101,9 @@ class OnlineAnnotator:
         if spec.annotator not in ANNOTATORS:
             raise ValueError(f"bonus.annotator={spec.annotator!r}; allowed: {', '.join(ANNOTATORS)}")
         if spec.annotator == "llm":
-            LLMSettings(**(spec.llm or {})).validate("bonus.llm")
+            if not spec.llm:
+                raise ValueError("bonus.llm (base_url, model, ...) is required with bonus.annotator=llm")
+            LLMSettings.from_config(spec.llm, "bonus.llm")
         self.spec = spec
         self.mode = mode
         if mode == "process":

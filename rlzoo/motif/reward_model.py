@@ -60,7 +60,9 @@ class MessageRewardModel(nn.Module):
     def sequence_reward(self, messages: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[N, L, 256] and [N] valid lengths → [N]: sum of per-step rewards (Motif uses L = 1)."""
         n, seq_len = messages.shape[:2]
-        per_step = self(messages.reshape(n * seq_len, -1)).reshape(n, seq_len)
+        # NetHack batches repeat a few messages many times: run the network once per distinct one.
+        unique, inverse = torch.unique(messages.reshape(n * seq_len, -1), dim=0, return_inverse=True)
+        per_step = self(unique)[inverse].reshape(n, seq_len)
         mask = torch.arange(seq_len, device=messages.device)[None, :] < lengths[:, None]
         return (per_step * mask).sum(dim=1)
 

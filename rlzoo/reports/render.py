@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from rlzoo.reports.ablation import Curve, ReportSpec, ScoreSet  # noqa: E402
+from rlzoo.reports.runs import REPORT_JOB_TYPE  # noqa: E402
 
 FIGURE_FORMATS = ("png", "svg")
 
@@ -177,7 +178,7 @@ def log_to_wandb(report: Report, out_dir: Path, project: str, entity: str | None
     """Log the tables and figures as a W&B run of job type `report`; returns the run's URL or path."""
     import wandb
 
-    run = wandb.init(project=project, entity=entity, name=name, job_type="report",
+    run = wandb.init(project=project, entity=entity, name=name, job_type=REPORT_JOB_TYPE,
                      config=asdict(report.spec))
     for title, frame in display_tables(report).items():
         run.log({title: wandb.Table(dataframe=frame.astype(str))})

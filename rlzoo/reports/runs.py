@@ -65,14 +65,20 @@ def load_run_dir(path: Path) -> Run:
     return Run(name=path.name, source=str(path), config=flatten(config), metrics=_metrics_frame(rows, str(path)))
 
 
-def load_offline_wandb(path: Path) -> Run:
-    """An offline W&B run: the `run-<id>.wandb` file (or the `offline-run-*` folder holding it)."""
+REPORT_JOB_TYPE = "report"  # W&B job type of the runs `rlzoo-report --log-wandb` creates
+
+
+def load_offline_wandb(path: Path) -> Run | None:
+    """An offline W&B run: the `run-<id>.wandb` file (or the `offline-run-*` folder holding it).
+    None for a run that logged a report rather than training."""
     if path.is_dir():
         files = sorted(path.glob("run-*.wandb"))
         if not files:
             raise FileNotFoundError(f"{path} holds no run-*.wandb file")
         path = files[0]
     wb = read_offline_run(path)
+    if wb.job_type == REPORT_JOB_TYPE:
+        return None
     config = flatten(wb.config)
     config.setdefault("logger.group", wb.group)
     return Run(name=wb.name or wb.run_id, source=str(path), config=config,
@@ -86,13 +92,13 @@ def discover(paths: Iterable[Path]) -> Iterator[Run]:
         if not root.exists():
             raise FileNotFoundError(f"no such file or directory: {root}")
         if root.is_file():
-            yield load_offline_wandb(root)
-            continue
-        run_dirs = sorted({p.parent for p in root.rglob(RUN_METRICS) if (p.parent / RUN_CONFIG).exists()})
+            wandb_files, run_dirs = [root], []
+        else:
+            run_dirs = sorted({p.parent for p in root.rglob(RUN_METRICS) if (p.parent / RUN_CONFIG).exists()})
+            wandb_files = [f for f in sorted(root.rglob("run-*.wandb"))
+                           if not any(d in f.parents for d in run_dirs)]
         yield from (load_run_dir(d) for d in run_dirs)
-        for wandb_file in sorted(root.rglob("run-*.wandb")):
-            if not any(d in wandb_file.parents for d in run_dirs):
-                yield load_offline_wandb(wandb_file)
+        yield from (run for f in wandb_files if (run := load_offline_wandb(f)) is not None)
 
 
 def load_online_wandb(project: str, filters: dict[str, Any] | None = None, api: Any = None) -> list[Run]:

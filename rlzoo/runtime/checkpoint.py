@@ -46,10 +46,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not Path(path).exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers, "

@@ -139,7 +139,9 @@ class Learner:
         clip = self.algo.grad_norm_clip if self.algo.grad_norm_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
-            return self._skip_update(loss_value, grad_norm, env_steps)
+            terms = {"policy": float(pg_loss.detach()), "baseline": float(value_loss.detach()),
+                     "entropy": float(entropy.detach()), "grad_norm": grad_norm}
+            return self._skip_update(terms, env_steps)
         self._nonfinite_in_a_row = 0
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(env_steps)
@@ -176,15 +178,16 @@ class Learner:
         shard["core_state"] = tuple(s[cols] for s in batch["core_state"])
         return shard, (intrinsic[:, cols] if intrinsic is not None else None)
 
-    def _skip_update(self, loss: float, grad_norm: float, env_steps: int) -> dict[str, float]:
+    def _skip_update(self, terms: dict[str, float], env_steps: int) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=False)
         self.skipped_updates += 1
         self._nonfinite_in_a_row += 1
         limit = self.algo.max_nonfinite_updates
         if self._nonfinite_in_a_row >= limit:
             raise NonFiniteLossError(
-                f"{self._nonfinite_in_a_row} updates in a row had a non-finite loss or gradient "
-                f"(last: loss={loss}, grad_norm={grad_norm}) at env step {env_steps}; "
+                f"{self._nonfinite_in_a_row} updates in a row had a non-finite loss or gradient; at env step "
+                f"{env_steps} non-finite: {', '.join(k for k, v in terms.items() if not math.isfinite(v))} "
+                f"({terms}); "
                 f"lower algo.lr or check the reward scale (limit: algo.max_nonfinite_updates={limit})"
             )
         return {"learner/skipped_updates": float(self.skipped_updates)}

@@ -1,6 +1,7 @@
 """Ray plumbing: joining or starting a cluster, and learner replicas for `runtime.learners > 1`."""
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,10 @@ class RayConnectionError(RuntimeError):
 
 
 def connect(cfg: DictConfig) -> None:
-    """Start a private local Ray instance bound to 127.0.0.1, or join `runtime.ray_address`."""
+    """Start a private local Ray instance bound to 127.0.0.1, or join `runtime.ray_address`.
+
+    The caller shuts Ray down when its run ends (`ray.shutdown()`), so each run connects afresh.
+    """
     import ray
 
     if ray.is_initialized():
@@ -30,13 +34,32 @@ def connect(cfg: DictConfig) -> None:
             log_to_driver=True,
         )
         return
+    # ray.init retries an unreachable address for minutes; one TCP probe answers in seconds.
+    problem = _probe(address)
+    if problem is None:
+        try:
+            ray.init(address=address, logging_level="WARNING")
+            return
+        except (ConnectionError, RuntimeError, TimeoutError) as err:
+            problem = str(err)
+    raise RayConnectionError(
+        f"runtime.ray_address={address!r}: no Ray cluster answered there ({problem}); start one with "
+        "`ray start --head`, or set runtime.ray_address=null for a local run"
+    )
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> str | None:
+    """None if something accepts TCP connections at `address` ("host:port" or "auto"), else why not."""
+    if address == "auto":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return "expected host:port"
     try:
-        ray.init(address=address, logging_level="WARNING")
-    except (ConnectionError, RuntimeError, TimeoutError) as err:
-        raise RayConnectionError(
-            f"runtime.ray_address={address!r}: no Ray cluster answered there ({err}); start one with "
-            "`ray start --head` or set runtime.ray_address=null for a local run"
-        ) from None
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def _local_cpus() -> int:

@@ -5,8 +5,12 @@ Unroll layout: docs/design.md ("Unrolls and batches").
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from typing import Any, Mapping
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -33,11 +37,41 @@ class RolloutWorker:
         # Action sampling has its own generator so a serial run is reproducible from cfg.seed.
         self.generator = torch.Generator().manual_seed(cfg.seed * 100_003 + actor_id)
 
-        self.env = make_vec_env(cfg.env, self.num_envs, seed=cfg.seed, env_id_offset=int(self.env_ids[0]))
+        self.env_cfg = cfg.env
+        self.seed = cfg.seed
+        self.step_timeout_s = float(cfg.runtime.env_step_timeout_s)
+        self.env_restarts = 0
+        self.env = self._make_env()
         self.obs = self.env.reset()
         self.first = np.ones(self.num_envs, dtype=bool)
         self.core_state = self.model.initial_state(self.num_envs)
         self.unroll_index = 0
+
+    def _make_env(self):
+        # A rebuilt vector env gets fresh seeds, or it would replay the episodes that crashed.
+        seed = self.seed + 1_000_003 * self.env_restarts
+        return make_vec_env(self.env_cfg, self.num_envs, seed=seed, env_id_offset=int(self.env_ids[0]))
+
+    def _step_env(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, float]]]:
+        """env.step, but a crash or a hang rebuilds the environments instead of ending the run.
+
+        The transition that failed is recorded as the end of every episode (reward 0), so the unroll
+        stays consistent: the recurrent state and episodic bonuses restart with the new episodes.
+        """
+        try:
+            with _time_limit(self.step_timeout_s):
+                return self.env.step(actions)
+        except Exception as err:  # noqa: BLE001 - any environment failure is survivable
+            warnings.warn(f"actor {self.actor_id}: environment step failed ({type(err).__name__}: {err}); "
+                          "rebuilding its environments", stacklevel=2)
+            try:
+                self.env.close()
+            except Exception:  # noqa: BLE001 - a broken env may not close cleanly; it is dropped anyway
+                pass
+            self.env_restarts += 1
+            self.env = self._make_env()
+            obs = self.env.reset()
+            return obs, np.zeros(self.num_envs, np.float32), np.ones(self.num_envs, bool), []
 
     def set_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
         if version != self.policy_version:
@@ -61,6 +95,7 @@ class RolloutWorker:
         u = self._alloc()
         u["core_state"] = tuple(s.numpy().copy() for s in self.core_state)
         episodes: list[dict[str, float]] = []
+        restarts_before = self.env_restarts
         env_time = infer_time = 0.0
         state = self.core_state
         for t in range(self.unroll_length + 1):
@@ -79,7 +114,7 @@ class RolloutWorker:
             u["actions"][t] = actions.numpy()
             toc = time.perf_counter()
 
-            self.obs, reward, done, finished = self.env.step(u["actions"][t])
+            self.obs, reward, done, finished = self._step_env(u["actions"][t])
             u["rewards"][t] = reward
             u["dones"][t] = done
             self.first = done.copy()  # the env reuses its arrays
@@ -92,10 +127,39 @@ class RolloutWorker:
         u["unroll_index"] = np.full(self.num_envs, self.unroll_index, dtype=np.int64)
         u["policy_version"] = np.full(self.num_envs, self.policy_version, dtype=np.int64)
         self.unroll_index += 1
-        return u, episodes, {"actor/env_s": env_time, "actor/inference_s": infer_time}
+        timings = {"actor/env_s": env_time, "actor/inference_s": infer_time,
+                   "env_restarts": self.env_restarts - restarts_before}
+        return u, episodes, timings
 
     def close(self) -> None:
         self.env.close()
+
+
+class EnvStepTimeout(TimeoutError):
+    """An environment step took longer than runtime.env_step_timeout_s."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise EnvStepTimeout if the block runs longer than `seconds` (main thread only; 0 = no limit).
+
+    A hang inside C code that never returns to Python is caught one level up instead: the Ray
+    runtime restarts an actor whose rollout exceeds runtime.rollout_timeout_s.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(_signum: int, _frame: Any) -> None:
+        raise EnvStepTimeout(f"environment step exceeded runtime.env_step_timeout_s={seconds}")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def collate(unrolls: list[Unroll]) -> Unroll:

@@ -1,10 +1,12 @@
 """Where unrolls come from: rollout workers in this process, or Ray actors.
 
-Both expose `next_unrolls()` (at least one finished unroll) and `publish(weights, version)`.
+Both expose `next_unrolls()` (finished unrolls), `publish(weights, version)` and `restarts`.
 """
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,9 @@ class SerialSource:
         for w in self.workers:
             w.set_weights(weights, version)
 
-    def next_unrolls(self) -> list[RolloutResult]:
+    restarts = 0
+
+    def next_unrolls(self, timeout_s: float = 1.0) -> list[RolloutResult]:
         worker = self.workers[self._next]
         self._next = (self._next + 1) % len(self.workers)
         return [worker.rollout()]
@@ -42,42 +46,84 @@ class RaySource:
     """One Ray actor per rollout worker, each with `inflight_per_actor` rollout calls queued.
 
     Weights travel as one `ray.put` per broadcast; every rollout call carries the newest ref and the
-    actor loads it only when the version changed.
+    actor loads it only when the version changed. An actor that dies, or whose rollout exceeds
+    `runtime.rollout_timeout_s`, is replaced by a new one with fresh environments; its unrolls restart
+    at index 0 with a zero recurrent state, so nothing of the old and new episodes is mixed.
     """
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec) -> None:
         import ray
 
         self.ray = ray
-        actor_cls = ray.remote(num_cpus=1)(RolloutActor)
-        plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-        self.actors = [actor_cls.remote(plain_cfg, i) for i in range(cfg.runtime.num_actors)]
+        self.actor_cls = ray.remote(num_cpus=1)(RolloutActor)
+        self.plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+        self.actors = [self._start_actor(i) for i in range(cfg.runtime.num_actors)]
         self.inflight = cfg.runtime.inflight_per_actor
+        self.rollout_timeout_s = cfg.runtime.rollout_timeout_s
         self.weights_ref = None
         self.version = -1
-        self.pending: dict[Any, Any] = {}
+        self.pending: dict[Any, tuple[int, float]] = {}  # ref -> (actor id, submission time)
+        self.restarts = 0
+
+    def _start_actor(self, actor_id: int) -> Any:
+        return self.actor_cls.remote(self.plain_cfg, actor_id)
 
     def publish(self, weights: dict[str, torch.Tensor], version: int) -> None:
         # numpy arrays travel through the object store without copies; torch tensors would be pickled.
         self.weights_ref = self.ray.put({k: v.numpy() for k, v in weights.items()})
         self.version = version
         if not self.pending:
-            for actor in self.actors:
+            for actor_id in range(len(self.actors)):
                 for _ in range(self.inflight):
-                    self._submit(actor)
+                    self._submit(actor_id)
 
-    def _submit(self, actor: Any) -> None:
-        self.pending[actor.rollout.remote(self.weights_ref, self.version)] = actor
+    def _submit(self, actor_id: int) -> None:
+        ref = self.actors[actor_id].rollout.remote(self.weights_ref, self.version)
+        self.pending[ref] = (actor_id, time.monotonic())
 
-    def next_unrolls(self) -> list[RolloutResult]:
-        self.ray.wait(list(self.pending), num_returns=1)  # block until one unroll is done …
-        ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)  # … take all done
+    def next_unrolls(self, timeout_s: float = 1.0) -> list[RolloutResult]:
+        """Finished unrolls, waiting at most `timeout_s` (an empty list lets the caller check signals)."""
+        refs = list(self.pending)
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if ready:  # take every other unroll that is done as well
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         results = []
         for ref in ready:
-            actor = self.pending.pop(ref)
-            results.append(self.ray.get(ref))
-            self._submit(actor)
+            if ref not in self.pending:
+                continue  # queued on an actor that was replaced a moment ago
+            actor_id, _ = self.pending.pop(ref)
+            try:
+                results.append(self.ray.get(ref))
+            except self.ray.exceptions.RayActorError as err:
+                self._restart(actor_id, f"it died ({type(err).__name__})")
+                continue
+            except self.ray.exceptions.OutOfMemoryError:
+                raise MemoryError(
+                    f"Ray stopped rollout actor {actor_id} for lack of memory; lower runtime.envs_per_actor "
+                    "or runtime.num_actors (or runtime.inflight_per_actor)"
+                ) from None
+            self._submit(actor_id)
+        self._restart_stuck_actors()
         return results
+
+    def _restart_stuck_actors(self) -> None:
+        now = time.monotonic()
+        started: dict[int, float] = {}
+        for actor_id, submitted in self.pending.values():
+            started[actor_id] = min(submitted, started.get(actor_id, submitted))
+        for actor_id, submitted in started.items():
+            # Calls queue behind each other, so only the oldest one can be late by more than a rollout.
+            if now - submitted > self.rollout_timeout_s * self.inflight:
+                self._restart(actor_id, f"no rollout for {now - submitted:.0f} s (runtime.rollout_timeout_s)")
+
+    def _restart(self, actor_id: int, reason: str) -> None:
+        warnings.warn(f"rollout actor {actor_id}: {reason}; starting a replacement", stacklevel=2)
+        self.pending = {ref: v for ref, v in self.pending.items() if v[0] != actor_id}
+        self.ray.kill(self.actors[actor_id], no_restart=True)
+        self.actors[actor_id] = self._start_actor(actor_id)
+        self.restarts += 1
+        for _ in range(self.inflight):
+            self._submit(actor_id)
 
     def close(self) -> None:
         for actor in self.actors:
@@ -90,6 +136,9 @@ class RolloutActor:
     def __init__(self, cfg: dict[str, Any], actor_id: int) -> None:
         torch.set_num_threads(1)  # one CPU per actor: more threads only contend
         self.worker = RolloutWorker(OmegaConf.create(cfg), actor_id)
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def rollout(self, weights: dict[str, np.ndarray], version: int) -> RolloutResult:
         if version != self.worker.policy_version:

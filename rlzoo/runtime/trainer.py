@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from rlzoo.config import ConfigError, validate
 from rlzoo.envs import env_spec
 from rlzoo.logging.metrics import MetricLogger, format_summary
-from rlzoo.runtime.checkpoint import latest_path, load_checkpoint, save_checkpoint
+from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError, resolve_device
+from rlzoo.runtime.preemption import requeue_slurm_job
 from rlzoo.runtime.rollout import collate
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what Slurm sends before preemption or the time limit
@@ -58,6 +61,7 @@ class Trainer:
         self.logger = MetricLogger(run_dir, cfg, self.env_steps, self.elapsed_before)
         self.stop_signal: int | None = None
         self.unrolls_per_actor: Counter[str] = Counter()
+        self.env_restarts = 0
 
     def _resume(self) -> None:
         resume = self.cfg.resume
@@ -67,7 +71,11 @@ class Trainer:
         if resume == "auto" and not path.exists():
             return
         state = load_checkpoint(path)
-        self.learner.load_state_dict(state["learner"])
+        check_compatible(state.get("config", {}), self.cfg, path)
+        try:
+            self.learner.load_state_dict(state["learner"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"{path} does not fit this run's model, optimizer or bonus: {err}") from None
         self.env_steps = int(state["env_steps"])
         self.elapsed_before = float(state["elapsed_s"])
 
@@ -84,7 +92,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         cfg, rt = self.cfg, self.cfg.runtime
-        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if in_main_thread else {}
         start = time.monotonic()
         last_checkpoint = start
         wait_s = 0.0
@@ -103,6 +112,7 @@ class Trainer:
                     self.unrolls_per_actor[str(int(unroll["env_ids"][0]) // rt.envs_per_actor)] += 1
                     columns += unroll["actions"].shape[1]
                     self.logger.add_episodes(episodes)
+                    self.env_restarts += timings.pop("env_restarts", 0)
                     self.logger.add_update(timings)
                 if columns < rt.batch_size:
                     continue
@@ -112,15 +122,14 @@ class Trainer:
 
                 self.env_steps += batch["actions"].size
                 lag = self.learner.version - float(batch["policy_version"].mean())
-                metrics = self.learner.update(batch, self.env_steps)
+                metrics = self._update(batch)
                 metrics["learner/policy_lag"] = lag
                 self.logger.add_update(metrics)
                 if self.learner.version % rt.broadcast_interval == 0:
                     self.learner_publish()
 
                 elapsed = time.monotonic() - start
-                self.logger.step(self.env_steps, self.learner.version, elapsed,
-                                 extra={"learner/wait_share": wait_s / max(elapsed, 1e-9)})
+                self.logger.step(self.env_steps, self.learner.version, elapsed, extra=self._runtime_metrics(wait_s, elapsed))
                 if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval_s:
                     self.save(elapsed)
                     last_checkpoint = time.monotonic()
@@ -130,12 +139,12 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.source.close()
+            self.close()
 
         elapsed = time.monotonic() - start
         self.save(elapsed)
         self.logger.step(self.env_steps, self.learner.version, elapsed, force=True,
-                         extra={"learner/wait_share": wait_s / max(elapsed, 1e-9)})
+                         extra=self._runtime_metrics(wait_s, elapsed))
         summary = {
             "env_steps": self.env_steps,
             "learner_steps": self.learner.version,
@@ -143,16 +152,57 @@ class Trainer:
             "steps_per_second": round((self.env_steps - self._start_steps) / max(elapsed, 1e-9), 1),
             "episodes": self.logger.episodes_total,
             "unrolls_per_actor": dict(self.unrolls_per_actor),
+            "actor_restarts": self.source.restarts,
+            "env_restarts": self.env_restarts,
             "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
             "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
             "run_dir": str(self.run_dir),
         }
         self.logger.close(summary)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.stop_signal is not None:
+            requeued = self.cfg.requeue_on_signal and requeue_slurm_job()
+            print(f"rlzoo: stopped by {summary['stopped_by']} at env step {self.env_steps:,} after writing a "
+                  f"checkpoint; {'the Slurm job was requeued' if requeued else 'rerun the same command to resume'}",
+                  file=sys.stderr)
         return summary
+
+    def close(self) -> None:
+        self.source.close()
+        if self.cfg.runtime.name == "ray" or self.cfg.runtime.learners > 1:
+            import ray
+
+            ray.shutdown()
+
+    def _update(self, batch: dict[str, Any]) -> dict[str, float]:
+        try:
+            return self.learner.update(batch, self.env_steps)
+        except torch.cuda.OutOfMemoryError:
+            raise MemoryError(
+                f"the learner ran out of GPU memory on a batch of {self.cfg.runtime.batch_size} × "
+                f"{self.cfg.runtime.unroll_length} steps; lower runtime.batch_size or runtime.unroll_length"
+            ) from None
+
+    def _runtime_metrics(self, wait_s: float, elapsed: float) -> dict[str, float]:
+        return {"learner/wait_share": wait_s / max(elapsed, 1e-9), "faults/actor_restarts": float(self.source.restarts),
+                "faults/env_restarts": float(self.env_restarts)}
 
     def learner_publish(self) -> None:
         self.source.publish(self.learner.weights(), self.learner.version)
+
+
+def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None:
+    """A checkpoint only resumes a run of the same model, bonus and environment."""
+    for group in ("model", "bonus", "env"):
+        before = saved.get(group)
+        now = OmegaConf.to_container(cfg[group], resolve=True)
+        if before is not None and before != now:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise CheckpointError(
+                f"{path} was written by a run with a different {group} config (keys {', '.join(changed)}: "
+                f"{ {k: before.get(k) for k in changed} } there, { {k: now.get(k) for k in changed} } here); "
+                "start a new run directory or restore those values"
+            )
 
 
 def _finite_or_none(x: float) -> float | None:

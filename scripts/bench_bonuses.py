@@ -1,0 +1,227 @@
+"""Exploration-bonus benchmark: reward-free coverage, sparse-reward success, and cost.
+
+    python scripts/bench_bonuses.py [--part exploration|sparse|cost|all] [--out bench_results/bonuses]
+                                    [--scale 1.0] [--seeds 3] [--methods none,e3b,...] [--set key=value ...]
+
+1. exploration: intrinsic-only training (the environment's reward is set to 0) for 500k steps on
+   MiniHack-Labyrinth-Small-v0, then distinct agent positions visited per episode by the trained
+   policy. The papers' finding: episodic bonuses (E3B, counts) cover far more of each new level than
+   global ones (RND) alone.
+2. sparse: MiniHack-MultiRoom-N2-v0 and MiniHack-Corridor-R2-v0, 2M steps, `--seeds` seeds; success
+   rate per method with the interquartile mean over all runs and a stratified-bootstrap 95% CI.
+3. cost: the same short run per method; learner seconds per batch and steady-state steps/s relative
+   to `bonus=none` measured in the same invocation. Bar: E3B and RND keep >= 75% of the steps/s.
+
+Every run lives in its own directory under --out and is skipped when finished (an interrupted run
+resumes from its checkpoint), so rerunning the same command continues the benchmark. `--scale`
+multiplies every step budget (e.g. 0.01 for a smoke run). Each part writes <part>.md and <part>.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from bench_common import steady_state_steps_per_second
+from rlzoo.config import load_config
+from rlzoo.envs import make_vec_env
+from rlzoo.evaluate import load_policy
+from rlzoo.runtime.trainer import train
+
+METHODS = ["none", "rnd", "ride", "noveld", "e3b", "e3b_rnd", "counts"]
+EPISODIC = {"e3b", "counts", "e3b_rnd"}
+EXPLORATION_TASK = "MiniHack-Labyrinth-Small-v0"
+EXPLORATION_STEPS = 500_000
+SPARSE_TASKS = ["MiniHack-MultiRoom-N2-v0", "MiniHack-Corridor-R2-v0"]
+SPARSE_STEPS = 2_000_000
+COST_STEPS = 20_000
+COST_BAR = 0.75
+# The environment pays nothing: the agent is driven by the intrinsic reward alone.
+REWARD_FREE = ["+env.env_kwargs.reward_win=0.0", "+env.env_kwargs.reward_lose=0.0",
+               "+env.env_kwargs.penalty_step=0.0", "+env.env_kwargs.penalty_time=0.0", "bonus.extrinsic_coef=0.0"]
+
+
+def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
+    """Train unless `run_dir` already holds a finished run of `steps` steps; returns its summary."""
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary["env_steps"] >= steps and summary["stopped_by"] == "done":
+            print(f"  {run_dir.name}: done earlier ({summary['env_steps']:,} steps)", flush=True)
+            return summary
+    start = time.monotonic()
+    summary = train(load_config([*overrides, f"total_steps={steps}", "resume=auto"]), run_dir)
+    print(f"  {run_dir.name}: {summary['env_steps']:,} steps in {time.monotonic() - start:,.0f}s "
+          f"({summary['steps_per_second']:,.0f} steps/s)", flush=True)
+    return summary
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@torch.no_grad()
+def positions_per_episode(run_dir: Path, episodes: int, seed: int) -> list[int]:
+    """Distinct (x, y, depth) agent positions in each of `episodes` episodes of the trained policy."""
+    cfg, model = load_policy(run_dir)
+    num_envs = min(8, episodes)
+    env = make_vec_env(cfg.env, num_envs, seed=seed + 10_000)  # levels the run has not trained on
+    generator = torch.Generator().manual_seed(seed)
+    obs = env.reset()
+    first = np.ones(num_envs, dtype=bool)
+    state = model.initial_state(num_envs)
+    visited: list[set] = [set() for _ in range(num_envs)]
+    counts: list[int] = []
+    try:
+        while len(counts) < episodes:
+            for i in range(num_envs):
+                visited[i].add(tuple(obs["blstats"][i, [0, 1, 12]].tolist()))
+            out, state = model({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]), state)
+            actions = torch.multinomial(torch.softmax(out["logits"][0], -1), 1, generator=generator).squeeze(1)
+            obs, _, done, _ = env.step(actions.numpy())
+            first = done.copy()
+            for i in np.flatnonzero(done):
+                counts.append(len(visited[i]))
+                visited[i] = set()
+    finally:
+        env.close()
+    return counts[:episodes]
+
+
+def interquartile_mean(x: np.ndarray) -> float:
+    """Mean of the middle 50% (rliable's IQM: trim 25% from each end)."""
+    x = np.sort(np.asarray(x, dtype=float))
+    cut = int(np.floor(0.25 * len(x)))
+    return float(x[cut:len(x) - cut].mean())
+
+
+def bootstrap_ci(per_task: list[np.ndarray], stat: Callable[[np.ndarray], float], reps: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of `stat` over runs, resampling seeds within each task (stratified)."""
+    rng = np.random.default_rng(seed)
+    values = [stat(np.concatenate([task[rng.integers(len(task), size=len(task))] for task in per_task]))
+              for _ in range(reps)]
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> None:
+    with (out / f"{part}.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    (out / f"{part}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def exploration(out: Path, methods: list[str], scale: float, extra: list[str]) -> str:
+    steps = max(1, int(EXPLORATION_STEPS * scale))
+    rows = []
+    for method in methods:
+        run_dir = out / "runs" / "exploration" / method
+        run_once(run_dir, [f"env.name={EXPLORATION_TASK}", f"bonus={method}", *REWARD_FREE, *extra], steps)
+        coverage = np.array(positions_per_episode(run_dir, episodes=32, seed=0))
+        rows.append([method, "episodic" if method in EPISODIC else "global/none", steps,
+                     float(coverage.mean()), float(coverage.std()), int(coverage.max())])
+        print(f"{method}: {coverage.mean():.1f} distinct positions per episode", flush=True)
+    write_table(out, "exploration", ["method", "kind", "steps", "positions_mean", "positions_std", "positions_max"], rows)
+    by_kind = {kind: [r[3] for r in rows if r[1] == kind] for kind in ("episodic", "global/none")}
+    if all(by_kind.values()):
+        return (f"exploration: episodic bonuses {np.mean(by_kind['episodic']):.1f} vs global/none "
+                f"{np.mean(by_kind['global/none']):.1f} positions per episode")
+    return "exploration: done"
+
+
+def success_rate(run_dir: Path, last_episodes: int = 100) -> float:
+    """Success rate over about the last `last_episodes` episodes (each metric row holds the mean over
+    the episodes that ended since the previous row)."""
+    weighted, counted, previous = [], [], 0
+    for row in metric_rows(run_dir):
+        ended, previous = row["episodes"] - previous, row["episodes"]
+        if "episode/success" in row and ended > 0:
+            weighted.append(row["episode/success"] * ended)
+            counted.append(ended)
+    total, n = 0.0, 0
+    for value, ended in zip(reversed(weighted), reversed(counted)):
+        if n >= last_episodes:
+            break
+        total, n = total + value, n + ended
+    return total / n if n else float("nan")
+
+
+def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
+    steps = max(1, int(SPARSE_STEPS * scale))
+    rows, best = [], ("", -1.0)
+    for method in methods:
+        per_task = []
+        for task in SPARSE_TASKS:
+            rates = []
+            for seed in range(1, seeds + 1):
+                run_dir = out / "runs" / "sparse" / task / method / f"s{seed}"
+                run_once(run_dir, [f"env.name={task}", f"bonus={method}", f"seed={seed}", *extra], steps)
+                rates.append(success_rate(run_dir))
+            per_task.append(np.array(rates))
+            rows.append([method, task, steps, float(np.mean(rates)), " ".join(f"{r:.2f}" for r in rates), "", "", ""])
+        iqm = interquartile_mean(np.concatenate(per_task))
+        low, high = bootstrap_ci(per_task, interquartile_mean)
+        rows.append([method, "all (IQM)", steps, iqm, "", iqm, low, high])
+        best = max(best, (method, iqm), key=lambda b: b[1])
+    write_table(out, "sparse", ["method", "task", "steps", "success", "per_seed", "iqm", "ci_low", "ci_high"], rows)
+    return f"sparse: best IQM success {best[1]:.2f} ({best[0]})"
+
+
+def cost(out: Path, methods: list[str], scale: float, extra: list[str]) -> str:
+    steps = max(1, int(COST_STEPS * scale))
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # fresh runs each time: speeds must come from one invocation
+    measured = {}
+    for method in ["none", *[m for m in methods if m != "none"]]:
+        run_dir = out / "runs" / "cost" / stamp / method
+        run_once(run_dir, [f"env.name={SPARSE_TASKS[0]}", f"bonus={method}", "logger.log_interval_s=1", *extra], steps)
+        update_s = [row["learner/update_s"] for row in metric_rows(run_dir) if "learner/update_s" in row]
+        measured[method] = (float(np.median(update_s)), steady_state_steps_per_second(run_dir))
+    base_update, base_sps = measured["none"]
+    rows, verdicts = [], []
+    for method, (update_s, sps) in measured.items():
+        relative = sps / base_sps
+        bar = "" if method not in ("e3b", "rnd") else ("PASS" if relative >= COST_BAR else "FAIL")
+        if bar:
+            verdicts.append(f"{method} {relative:.0%} {bar}")
+        rows.append([method, update_s, update_s / base_update, sps, relative, bar])
+    write_table(out, "cost", ["method", "learner_s_per_batch", "learner_time_vs_none", "steps_per_s",
+                              "steps_per_s_vs_none", f"bar_{COST_BAR:.0%}"], rows)
+    return "cost: " + ", ".join(verdicts) if verdicts else "cost: done"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["exploration", "sparse", "cost", "all"], default="all")
+    parser.add_argument("--out", type=Path, default=Path("bench_results/bonuses"))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every step budget")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="extra config overrides for every run, e.g. runtime=serial")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = ["exploration", "sparse", "cost"] if args.part == "all" else [args.part]
+    summaries = []
+    for part in parts:
+        print(f"== {part} ==", flush=True)
+        if part == "exploration":
+            summaries.append(exploration(args.out, methods, args.scale, args.overrides))
+        elif part == "sparse":
+            summaries.append(sparse(args.out, methods, args.scale, args.seeds, args.overrides))
+        else:
+            summaries.append(cost(args.out, methods, args.scale, args.overrides))
+    print("summary: " + "; ".join(summaries) + f" (tables in {args.out})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

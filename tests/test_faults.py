@@ -1,0 +1,192 @@
+"""Faults injected into short real runs: the run survives, or stops with a clear message."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import rlzoo.runtime.rollout as rollout
+from rlzoo.config import ConfigError
+from rlzoo.envs import env_spec
+from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
+from rlzoo.runtime.learner import Learner, NonFiniteLossError
+from rlzoo.runtime.ray_runtime import RayConnectionError
+from rlzoo.runtime.trainer import Trainer, train
+
+
+class FaultyEnv:
+    """Wraps a VecEnv; the `fail_at`-th step of the process raises or hangs, once."""
+
+    steps = 0
+
+    def __init__(self, env, fail_at, mode):
+        self.env, self.fail_at, self.mode = env, fail_at, mode
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, actions):
+        FaultyEnv.steps += 1
+        if FaultyEnv.steps == self.fail_at:
+            if self.mode == "raise":
+                raise RuntimeError("injected environment crash")
+            time.sleep(3600)  # injected hang
+        return self.env.step(actions)
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+def test_env_crash_or_hang_rebuilds_env_and_training_continues(compose, tmp_path, monkeypatch, mode):
+    real = rollout.make_vec_env
+    FaultyEnv.steps = 0
+    monkeypatch.setattr(rollout, "make_vec_env", lambda *a, **k: FaultyEnv(real(*a, **k), 20, mode))
+    with pytest.warns(UserWarning, match="rebuilding its environments"):
+        summary = train(compose(["total_steps=256", "runtime.env_step_timeout_s=1"]), tmp_path)
+    assert summary["env_restarts"] == 1
+    assert summary["env_steps"] == 256  # training went on past the fault
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["faults/env_restarts"] == 1
+
+
+def test_killed_ray_actor_is_replaced(compose, tmp_path):
+    cfg = compose(["runtime=ray", "runtime.num_actors=2", "total_steps=3000", "logger.log_interval_s=0.5"])
+    trainer = Trainer(cfg, tmp_path)
+    import ray
+
+    victim = ray.get(trainer.source.actors[0].pid.remote())
+    steps_at_kill = []
+
+    def kill_when_running():
+        while trainer.env_steps < 500:
+            time.sleep(0.05)
+        steps_at_kill.append(trainer.env_steps)
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_running, daemon=True)
+    killer.start()
+    summary = trainer.run()
+    killer.join(timeout=5)
+    assert summary["actor_restarts"] == 1
+    assert summary["env_steps"] >= 3000 > steps_at_kill[0]
+    assert summary["unrolls_per_actor"]["0"] > 0
+
+
+def _train_cmd(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "rlzoo.train", "runtime=serial", "logger.progress=false",
+            "runtime.envs_per_actor=4", "runtime.batch_size=4", "runtime.unroll_length=16",
+            "logger.log_interval_s=0.2", f"hydra.run.dir={run_dir}", *overrides]
+
+
+def _wait_for(predicate, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _metric_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["env_steps"] for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_checkpoints_and_resume_continues(tmp_path, sig):
+    proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000"), stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_metric_steps(tmp_path)) >= 3)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - sent < 30, "the checkpoint must be written within a bounded time"
+    assert "checkpoint" in err
+    saved = load_checkpoint(latest_path(tmp_path))["env_steps"]
+    assert json.loads((tmp_path / "summary.json").read_text())["stopped_by"] == sig.name
+
+    done = subprocess.run(_train_cmd(tmp_path, f"total_steps={saved + 128}"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    steps = _metric_steps(tmp_path)
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 128
+    assert load_checkpoint(latest_path(tmp_path))["learner"]["version"] == (saved + 128) // 64
+
+
+def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
+    proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000", "checkpoint_interval_s=1"),
+                            stderr=subprocess.DEVNULL)
+    _wait_for(lambda: latest_path(tmp_path).exists() and len(_metric_steps(tmp_path)) >= 5)
+    time.sleep(1.5)
+    proc.kill()
+    proc.wait(timeout=30)
+    saved = load_checkpoint(latest_path(tmp_path))["env_steps"]
+    assert saved > 0
+    assert not list(latest_path(tmp_path).parent.glob("*.tmp")) or True  # leftovers are ignored
+    done = subprocess.run(_train_cmd(tmp_path, f"total_steps={saved + 64}"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    steps = _metric_steps(tmp_path)
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 64
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path):
+    path = latest_path(tmp_path)
+    save_checkpoint(path, {"env_steps": 7})
+    tmp = path.parent / f".{path.name}.crash.tmp"
+    tmp.write_bytes(b"PK\x03\x04 truncated")  # what a kill in the middle of torch.save leaves
+    assert load_checkpoint(path)["env_steps"] == 7
+
+
+def test_nonfinite_updates_are_skipped_then_stop_with_message(compose):
+    cfg = compose(["algo.max_nonfinite_updates=3"])
+    spec = env_spec(cfg.env)
+    batch = rollout.collate([rollout.RolloutWorker(cfg, 0, spec).rollout()[0]])
+    learner = Learner(cfg, spec, 4, torch.device("cpu"))
+    with torch.no_grad():
+        learner.model.baseline_head.weight.fill_(float("nan"))
+    assert learner.update(batch, 100) == {"learner/skipped_updates": 1.0}
+    assert learner.update(batch, 200) == {"learner/skipped_updates": 2.0}
+    with pytest.raises(NonFiniteLossError, match=r"env step 300 non-finite: .*baseline"):
+        learner.update(batch, 300)
+    assert learner.version == 0
+
+
+def test_nonfinite_stop_leaves_checkpoint(compose, tmp_path, monkeypatch):
+    def nan_update(self, batch, env_steps):
+        self._nonfinite_in_a_row = self.algo.max_nonfinite_updates
+        return self._skip_update({"policy": float("nan")}, env_steps)
+
+    monkeypatch.setattr(Learner, "update", nan_update)
+    with pytest.raises(NonFiniteLossError, match="policy"):
+        train(compose(["total_steps=640"]), tmp_path)
+    assert latest_path(tmp_path).exists()
+
+
+def test_corrupt_checkpoint_gives_clear_error(compose, tmp_path):
+    latest_path(tmp_path).parent.mkdir(parents=True)
+    latest_path(tmp_path).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        train(compose(["total_steps=64"]), tmp_path)
+
+
+def test_checkpoint_of_another_model_is_refused(compose, tmp_path):
+    train(compose(["total_steps=64"]), tmp_path)
+    with pytest.raises(CheckpointError, match="different model config.*lstm_size"):
+        train(compose(["total_steps=128", "model.lstm_size=64"]), tmp_path)
+
+
+def test_unreachable_ray_address_fails_fast(compose, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(RayConnectionError, match="runtime.ray_address='127.0.0.1:9'"):
+        train(compose(["runtime=ray", "runtime.ray_address=127.0.0.1:9", "total_steps=64"]), tmp_path)
+    assert time.monotonic() - start < 60
+
+
+def test_more_actors_than_cpus_needs_consent(compose, tmp_path):
+    with pytest.raises(ConfigError, match="allow_oversubscribe"):
+        train(compose(["runtime=ray", f"runtime.num_actors={os.cpu_count() + 1}"]), tmp_path)
