@@ -16,6 +16,13 @@ INSTALL_REQUIRES = [
     "hydra-core>=1.3,<1.4",
     "wandb>=0.31,<1",
     "imageio>=2.38,<3",
+    "tqdm>=4.66,<5",
+    "hydra-submitit-launcher==1.2.0",  # launcher=slurm
+    "submitit>=1.5,<2",
+    "rliable==1.2.0",  # rlzoo-report statistics
+    "arch==7.0.0",  # rliable's dependency; newer releases fail to import with numpy<2
+    "pandas>=2.2,<2.3",
+    "matplotlib>=3.9,<3.10",
 ]
 
 setup(
@@ -32,6 +39,7 @@ setup(
         "console_scripts": [
             "rlzoo-train=rlzoo.train:main",
             "rlzoo-evaluate=rlzoo.evaluate:main",
+            "rlzoo-report=rlzoo.reports.cli:main",
         ]
     },
 )

@@ -198,17 +198,17 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": pythonpath}
         run_logged(cmd, log_path, seconds + START_UP_ALLOWANCE_S, env=env)
-        metrics = Path(run_dir) / "metrics.jsonl"
-        reports = []
-        if metrics.exists():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            reports = [(float(r["time"]), int(r["env_steps"])) for r in rows]
-        try:
-            return steady_rate(reports, warmup_s)[0]
-        except RunFailed:
-            # Too few metric lines for a steady-state window: fall back to the run's own average.
-            summary = json.loads((Path(run_dir) / "summary.json").read_text())
-            return float(summary["steps_per_second"])
+        summary_path = Path(run_dir) / "summary.json"
+        if not summary_path.exists():
+            raise RunFailed(f"no summary.json: the run did not finish (log: {log_path})")
+        summary = json.loads(summary_path.read_text())
+        # summary.json's steps_per_second averages over the whole run; the per-second metric lines
+        # give the same steady-state window as Sample Factory's side.
+        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        reports = [(float(r["time"]), int(r["env_steps"])) for r in rows]
+        if not reports or reports[-1][1] != int(summary["env_steps"]):
+            raise RunFailed(f"metrics.jsonl does not end at summary.json's env_steps (log: {log_path})")
+        return steady_rate(reports, warmup_s)[0]
 
 
 def env_ceiling(task: str, seconds: float) -> tuple[float, str]:
@@ -225,7 +225,10 @@ def env_ceiling(task: str, seconds: float) -> tuple[float, str]:
     venv = make_vec_env(env_cfg, 1, seed=0)
     rng = np.random.default_rng(0)
     venv.reset()
-    return _count_steps(lambda: venv.step(rng.integers(num_actions, size=1)), seconds), "rlzoo.envs"
+    try:
+        return _count_steps(lambda: venv.step(rng.integers(num_actions, size=1)), seconds), "rlzoo.envs"
+    finally:
+        venv.close()
 
 
 def _gymnasium_ceiling(task: str, seconds: float) -> float:
@@ -241,7 +244,10 @@ def _gymnasium_ceiling(task: str, seconds: float) -> float:
         if terminated or truncated:
             env.reset()
 
-    return _count_steps(step, seconds)
+    try:
+        return _count_steps(step, seconds)
+    finally:
+        env.close()
 
 
 def _count_steps(step: Callable[[], Any], seconds: float) -> float:

@@ -44,13 +44,18 @@ def test_training_with_bonus(compose, tmp_path, env, bonus):
     assert row["bonus/int_raw_max"] >= 0
 
 
-def test_intrinsic_only_e3b_run_resumes_with_its_episodic_state(compose, tmp_path):
-    overrides = [*MINIHACK, "bonus=e3b", "bonus.extrinsic_coef=0.0", "logger.log_interval_s=0.001"]
+def test_intrinsic_only_run_resumes_with_bonus_state(compose, tmp_path):
+    overrides = [*MINIHACK, "bonus=e3b_counts", "bonus.extrinsic_coef=0.0", "logger.log_interval_s=0.001"]
     train(compose([*overrides, "total_steps=128"]), tmp_path)
     saved = load_checkpoint(latest_path(tmp_path))["learner"]["bonus"]
     assert saved["last_unroll_index"].max() == 1  # two unrolls per env so far
-    # The resumed run restarts its environments (unroll_index 0, first=True): accepted as new episodes.
+    visited = len(saved["global_bonus._extra_state"]["global_counts"])
+    # The resumed run restarts its environments (unroll_index 0, first=True): accepted as new episodes,
+    # while the global counts and the networks carry on.
     summary = train(compose([*overrides, "total_steps=256"]), tmp_path)
     assert summary["env_steps"] == 256
     resumed = load_checkpoint(latest_path(tmp_path))["learner"]["bonus"]
-    assert not torch.equal(saved["cov_inverse"], resumed["cov_inverse"])
+    assert sum(resumed["global_bonus._extra_state"]["global_counts"].values()) == 2 * sum(
+        saved["global_bonus._extra_state"]["global_counts"].values())
+    assert len(resumed["global_bonus._extra_state"]["global_counts"]) >= visited
+    assert not torch.equal(saved["episodic_bonus.cov_inverse"], resumed["episodic_bonus.cov_inverse"])

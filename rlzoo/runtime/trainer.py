@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlzoo.config import ConfigError, validate
 from rlzoo.envs import env_spec
@@ -21,7 +23,8 @@ from rlzoo.runtime.learner import Learner, NonFiniteLossError, resolve_device
 from rlzoo.runtime.preemption import requeue_slurm_job
 from rlzoo.runtime.rollout import collate
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what Slurm sends before preemption or the time limit
+# What Slurm (SIGTERM, SIGUSR1 with `--signal`) and submitit (SIGUSR2) send before preemption or the time limit.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Trainer:
@@ -32,6 +35,7 @@ class Trainer:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        record_attempt(run_dir)
 
         rt = cfg.runtime
         num_envs = rt.num_actors * rt.envs_per_actor
@@ -161,11 +165,20 @@ class Trainer:
         self.logger.close(summary)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if self.stop_signal is not None:
-            requeued = self.cfg.requeue_on_signal and requeue_slurm_job()
             print(f"rlzoo: stopped by {summary['stopped_by']} at env step {self.env_steps:,} after writing a "
-                  f"checkpoint; {'the Slurm job was requeued' if requeued else 'rerun the same command to resume'}",
-                  file=sys.stderr)
+                  "checkpoint; rerun the same command to resume", file=sys.stderr)
+            self._hand_over_signal(previous.get(self.stop_signal))
         return summary
+
+    def _hand_over_signal(self, previous_handler: Any) -> None:
+        """After our checkpoint, let whoever handled the signal before us act on it.
+
+        Under submitit that handler requeues the job; in a plain Slurm job we requeue it ourselves.
+        """
+        if callable(previous_handler):
+            previous_handler(self.stop_signal, None)
+        elif self.cfg.requeue_on_signal and requeue_slurm_job():
+            print("rlzoo: the Slurm job was requeued", file=sys.stderr)
 
     def close(self) -> None:
         self.source.close()
@@ -189,6 +202,30 @@ class Trainer:
 
     def learner_publish(self) -> None:
         self.source.publish(self.learner.weights(), self.learner.version)
+
+
+def name_sweep(cfg: DictConfig, sweep: str) -> None:
+    """Runs of one sweep share a W&B group (the sweep) and carry readable tags."""
+    with open_dict(cfg):
+        cfg.sweep = sweep
+        if cfg.logger.group is None:
+            cfg.logger.group = sweep
+        for tag in (cfg.env.name, cfg.bonus.name, f"seed={cfg.seed}"):
+            if tag not in cfg.logger.tags:
+                cfg.logger.tags.append(tag)
+
+
+def record_attempt(run_dir: Path) -> None:
+    """Append this start of the run (time, host, Slurm job and sweep) to run_info.json."""
+    path = run_dir / "run_info.json"
+    info = json.loads(path.read_text()) if path.exists() else {"attempts": []}
+    slurm_keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
+    info["attempts"].append({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "slurm": {k: os.environ[k] for k in slurm_keys if k in os.environ},
+    })
+    path.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None:
@@ -220,7 +257,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        if hydra_cfg.mode.name == "MULTIRUN":
+            name_sweep(cfg, Path(hydra_cfg.sweep.dir).name)
     try:
         trainer = Trainer(cfg, Path(run_dir))
     except ConfigError:
