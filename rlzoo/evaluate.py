@@ -35,10 +35,16 @@ def load_policy(path: Path) -> tuple[DictConfig, torch.nn.Module]:
 
 @torch.no_grad()
 def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int, greedy: bool,
-                 num_envs: int = 8, video_frames: list[np.ndarray] | None = None) -> list[dict[str, float]]:
-    """Play until `episodes` episodes finished; optionally record environment 0's first episode."""
+                 num_envs: int = 8, video_frames: list[np.ndarray] | None = None,
+                 max_frames: int = 1000) -> list[dict[str, float]]:
+    """Play until `episodes` episodes finished; optionally record environment 0's first episode.
+
+    Procgen videos use the 64×64 observation (upscaled), which is what the agent saw; rendering
+    full-size frames for every environment would slow evaluation down several times.
+    """
     num_envs = max(1, min(num_envs, episodes))
-    env = make_vec_env(env_cfg, num_envs, seed=seed, render=video_frames is not None)
+    full_render = video_frames is not None and env_cfg["family"] != "procgen"
+    env = make_vec_env(env_cfg, num_envs, seed=seed, render=full_render)
     generator = torch.Generator().manual_seed(seed)
     obs = env.reset()
     first = np.ones(num_envs, dtype=bool)
@@ -48,7 +54,8 @@ def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int,
     try:
         while len(finished) < episodes:
             if recording:
-                video_frames.append(env.render(0))
+                frame = env.render(0)
+                video_frames.append(frame if full_render else frame.repeat(4, axis=0).repeat(4, axis=1))
             obs_t = {k: torch.from_numpy(v[None]) for k, v in obs.items()}
             out, state = model(obs_t, torch.from_numpy(first[None]), state)
             logits = out["logits"][0]
@@ -58,7 +65,7 @@ def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int,
                 actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
             obs, _, done, eps = env.step(actions.numpy())
             first = done.copy()
-            recording = recording and not done[0]
+            recording = recording and not done[0] and len(video_frames) < max_frames
             finished.extend(eps)
     finally:
         env.close()
@@ -77,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=12345, help="evaluation seed (differs from training's)")
     parser.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
     parser.add_argument("--video", type=Path, help="write environment 0's first episode as .gif or .mp4")
+    parser.add_argument("--max-frames", type=int, default=1000, help="cut the video after this many frames")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
@@ -92,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     frames = video  # only the first setting is recorded
     print(f"{'setting':<16} {'episodes':>8} " + " ".join(f"{k:>10}" for k in ("return", "length", "success")))
     for label, env_cfg in settings:
-        eps = run_episodes(model, env_cfg, args.episodes, args.seed, args.greedy, video_frames=frames)
+        eps = run_episodes(model, env_cfg, args.episodes, args.seed, args.greedy, video_frames=frames,
+                           max_frames=args.max_frames)
         stats = summarize(eps)
         cells = " ".join(f"{stats[k]:>10.3f}" if k in stats else f"{'-':>10}" for k in ("return", "length", "success"))
         print(f"{label:<16} {len(eps):>8} {cells}")

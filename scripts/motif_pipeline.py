@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=16, help="episodes for each mean score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--oni", action="store_true", help="measure learner steps/s with and without ONI instead")
-    parser.add_argument("--oni-steps", type=int, default=20000, help="steps per run with --oni")
+    parser.add_argument("--oni-steps", type=int, default=4000, help="steps per run with --oni")
     args = parser.parse_args()
     oni(args) if args.oni else offline(args)
 

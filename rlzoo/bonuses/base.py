@@ -100,8 +100,9 @@ class Bonus(nn.Module):
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.num_actions = int(spec.num_actions)
-        self.coef = cfg_get(cfg, "coef", float)
-        self.extrinsic_coef = cfg_get(cfg, "extrinsic_coef", float)
+        # Read by the learner; checked here so that a bad value fails before training starts.
+        cfg_get(cfg, "coef", float)
+        cfg_get(cfg, "extrinsic_coef", float)
         cfg_get(cfg, "separate_value_head", bool)
         int_discount = cfg_get(cfg, "int_discount", float)
         if not 0.0 <= int_discount <= 1.0:

@@ -19,10 +19,10 @@ class RunningMeanStd(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Merge `x` [..., *shape]; every leading element counts once (numel, not len — see below)."""
+        """Merge `x` [..., *shape]: every sample counts once."""
         x = x.detach().to(torch.float64).reshape(-1, *self.mean.shape)
-        # The E3B reference counted a [T, B] batch with len() (= T), which overweights each batch by B
-        # and inflates the std; the count here is the number of samples, T·B.
+        # The E3B reference counted a [T, B] batch with len() (= T) and got the wrong scale; the
+        # count here is the number of samples, T·B.
         n = float(x.shape[0])
         if n == 0:
             return

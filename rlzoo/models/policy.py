@@ -59,6 +59,13 @@ class Policy(nn.Module):
         """
         T = features.shape[0]
         h, c = state
+        if T == 1:
+            # Acting is one step at a time; the fused cell is about twice as fast as nn.LSTM here.
+            keep = (~first[0]).to(features.dtype).unsqueeze(-1)
+            lstm = self.lstm
+            h, c = torch.lstm_cell(features[0], (h * keep, c * keep), lstm.weight_ih_l0, lstm.weight_hh_l0,
+                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
+            return h.unsqueeze(0), (h, c)
         boundaries = (torch.nonzero(first[1:].any(dim=1)).flatten() + 1).tolist()
         starts = [0] + boundaries
         outputs = []

@@ -1,7 +1,11 @@
 """Ray plumbing: joining or starting a cluster, and learner replicas for `runtime.learners > 1`."""
 from __future__ import annotations
 
+import os
+import secrets
 import socket
+import stat
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +20,7 @@ class RayConnectionError(RuntimeError):
 
 
 def connect(cfg: DictConfig) -> None:
-    """Start a private local Ray instance bound to 127.0.0.1, or join `runtime.ray_address`.
+    """Start a private local Ray instance on 127.0.0.1, or join `runtime.ray_address`.
 
     The caller shuts Ray down when its run ends (`ray.shutdown()`), so each run connects afresh.
     """
@@ -26,13 +30,7 @@ def connect(cfg: DictConfig) -> None:
         return
     address = cfg.runtime.ray_address
     if address is None:
-        ray.init(
-            num_cpus=max(cfg.runtime.num_actors + cfg.runtime.learners, _local_cpus()),
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",  # nothing listens on other interfaces
-            logging_level="WARNING",
-            log_to_driver=True,
-        )
+        _start_local(ray, num_cpus=max(cfg.runtime.num_actors + cfg.runtime.learners, _local_cpus()))
         return
     # ray.init retries an unreachable address for minutes; one TCP probe answers in seconds.
     problem = _probe(address)
@@ -46,6 +44,79 @@ def connect(cfg: DictConfig) -> None:
         f"runtime.ray_address={address!r}: no Ray cluster answered there ({problem}); start one with "
         "`ray start --head`, or set runtime.ray_address=null for a local run"
     )
+
+
+LOOPBACK = "127.0.0.1"
+# One token per process: Ray's C++ side caches the first token it reads, so a second local run in the
+# same process must present the same one.
+_local_token: str | None = None
+
+
+def _start_local(ray: Any, num_cpus: int) -> None:
+    """A single-node Ray that only this process can reach: every listener on 127.0.0.1, token
+    authentication on with a token that is never written to disk, files in a private directory."""
+    global _local_token
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        raise RayConnectionError(
+            f"RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']!r}: rlzoo's local Ray always uses token "
+            "authentication (other users of this machine could otherwise run code in it); unset RAY_AUTH_MODE"
+        )
+    _local_token = _local_token or secrets.token_hex(32)
+    temp_dir = _private_temp_dir()
+    # Ray treats a loopback node IP as "not set" and replaces it by the host's address, so its gRPC
+    # servers and agents listen on every interface; it keeps 127.0.0.1 only when multi-node clusters
+    # are switched off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). The environment reaches every process
+    # Ray starts (workers inherit it from the raylet); the constant covers this already-imported driver.
+    # Ray turns token mode on by itself and, given RAY_AUTH_TOKEN, writes no ~/.ray/auth_token (which
+    # it would create readable by everyone).
+    overrides = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_TOKEN": _local_token}
+    saved_env = {k: os.environ.get(k) for k in overrides}
+    import ray._private.ray_constants as constants
+
+    saved_cluster_flag = constants.ENABLE_RAY_CLUSTER
+    os.environ.update(overrides)
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK,
+            _temp_dir=str(temp_dir / "r"),  # short: Ray's Unix socket paths must stay under 107 bytes
+            logging_level="WARNING",
+            log_to_driver=True,
+        )
+    finally:
+        # A later ray.init(address=...) in this process must see the user's own settings again.
+        constants.ENABLE_RAY_CLUSTER = saved_cluster_flag
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:  # fail closed if a Ray upgrade changes how the node IP is chosen
+        ray.shutdown()
+        raise RayConnectionError(
+            f"local Ray started on {node_ip} instead of {LOOPBACK}, so it would be reachable from the "
+            "network; this Ray version needs another way to stay on loopback (see SECURITY.md)"
+        )
+
+
+def _private_temp_dir() -> Path:
+    """/tmp/rlzoo-u<uid>, mode 0700: Ray makes its session, log and socket directories world-writable,
+    so they go below a directory no other user can enter."""
+    path = Path("/tmp") / f"rlzoo-u{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RayConnectionError(
+            f"{path} must be a directory (not a link) owned by you with mode 0700, since Ray keeps its "
+            "sockets and logs there; remove it or `chmod 700` it"
+        )
+    return path
 
 
 def _probe(address: str, timeout_s: float = 5.0) -> str | None:
