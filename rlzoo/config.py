@@ -66,8 +66,28 @@ def check_bool(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}={value!r} must be true or false")
 
 
+def plain_name(value: Any, key: str = "run_name") -> str:
+    """`value` if it is usable as one path component (no separators, no `..`), else ConfigError.
+
+    Registered as the `plain_name` resolver, so the run directory's pattern in config.yaml rejects a
+    name that would leave output_root before Hydra creates any folder.
+    """
+    if not isinstance(value, str) or not value or ".." in value or "/" in value or "\\" in value or "\0" in value:
+        raise ConfigError(f"{key}={value!r} must be a plain name (no '/', '\\' or '..'): it names a folder "
+                          f"under output_root")
+    return value
+
+
+OmegaConf.register_new_resolver("plain_name", plain_name, replace=True)
+
+
+def check_plain_name(cfg: DictConfig, key: str) -> None:
+    plain_name(_get(cfg, key), key)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values the trainer itself reads; env/model/bonus factories check their own."""
+    check_plain_name(cfg, "run_name")
     check_number(cfg, "seed", integer=True, min_value=0)
     check_number(cfg, "total_steps", integer=True, min_value=1)
     check_number(cfg, "time_limit_s", min_value=0)

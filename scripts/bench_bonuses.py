@@ -9,8 +9,9 @@
    global ones (RND) alone.
 2. sparse: MiniHack-MultiRoom-N2-v0 and MiniHack-Corridor-R2-v0, 2M steps, `--seeds` seeds; success
    rate per method with the interquartile mean over all runs and a stratified-bootstrap 95% CI.
-3. cost: the same short run per method; learner seconds per batch and steady-state steps/s relative
-   to `bonus=none` measured in the same invocation. Bar: E3B and RND keep >= 75% of the steps/s.
+3. cost: the same short run per method, `--repeats` rounds alternating the methods; median learner
+   seconds per batch and steady-state steps/s relative to `bonus=none` measured in the same
+   invocation. Bar: E3B and RND keep >= 75% of the no-bonus steps/s.
 
 Every run lives in its own directory under --out and is skipped when finished (an interrupted run
 resumes from its checkpoint), so rerunning the same command continues the benchmark. `--scale`
@@ -176,15 +177,19 @@ def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[
     return f"sparse: best IQM success {best[1]:.2f} ({best[0]})"
 
 
-def cost(out: Path, methods: list[str], scale: float, extra: list[str]) -> str:
+def cost(out: Path, methods: list[str], scale: float, repeats: int, extra: list[str]) -> str:
     steps = max(1, int(COST_STEPS * scale))
     stamp = time.strftime("%Y%m%d-%H%M%S")  # fresh runs each time: speeds must come from one invocation
-    measured = {}
-    for method in ["none", *[m for m in methods if m != "none"]]:
-        run_dir = out / "runs" / "cost" / stamp / method
-        run_once(run_dir, [f"env.name={SPARSE_TASKS[0]}", f"bonus={method}", "logger.log_interval_s=1", *extra], steps)
-        update_s = [row["learner/update_s"] for row in metric_rows(run_dir) if "learner/update_s" in row]
-        measured[method] = (float(np.median(update_s)), steady_state_steps_per_second(run_dir))
+    samples: dict[str, list[tuple[float, float]]] = {m: [] for m in ["none", *[m for m in methods if m != "none"]]}
+    # Rounds alternate the methods so that a change in machine load hits all of them alike.
+    for round_ in range(repeats):
+        for method in samples:
+            run_dir = out / "runs" / "cost" / stamp / f"{method}-r{round_}"
+            run_once(run_dir, [f"env.name={SPARSE_TASKS[0]}", f"bonus={method}", "logger.log_interval_s=1", *extra],
+                     steps)
+            update_s = [row["learner/update_s"] for row in metric_rows(run_dir) if "learner/update_s" in row]
+            samples[method].append((float(np.median(update_s)), steady_state_steps_per_second(run_dir)))
+    measured = {m: tuple(np.median(np.array(v), axis=0)) for m, v in samples.items()}
     base_update, base_sps = measured["none"]
     rows, verdicts = [], []
     for method, (update_s, sps) in measured.items():
@@ -204,6 +209,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_results/bonuses"))
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every step budget")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="cost rounds per method")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="extra config overrides for every run, e.g. runtime=serial")
@@ -219,7 +225,7 @@ def main() -> None:
         elif part == "sparse":
             summaries.append(sparse(args.out, methods, args.scale, args.seeds, args.overrides))
         else:
-            summaries.append(cost(args.out, methods, args.scale, args.overrides))
+            summaries.append(cost(args.out, methods, args.scale, args.repeats, args.overrides))
     print("summary: " + "; ".join(summaries) + f" (tables in {args.out})", flush=True)
 
 

@@ -116,7 +116,8 @@ def setup_sf_venv() -> Path:
     if python.exists() and SF_STAMP.exists() and SF_STAMP.read_text().strip() == _lock_hash():
         return python
     if sys.version_info[:2] != (3, 11):
-        raise SystemExit(f"creating {SF_VENV.name} needs Python 3.11 (the lock is for it); this is {sys.version.split()[0]}")
+        raise SystemExit(f"creating {SF_VENV.name} needs Python 3.11 (the lock is for it); "
+                         f"this is {sys.version.split()[0]}")
     steps: list[tuple[str, list[str]]] = [
         ("pip", [str(python), "-m", "pip", "install", "--quiet", "pip==26.3"]),
         # torch alone first, so pip takes the build that fits this host (the CPU one here).
@@ -276,7 +277,8 @@ def parse_sf_config(text: str) -> SFConfig:
     parts = _ints(text, "--sf-config", "WORKERS,ENVS_PER_WORKER,SPLITS,BATCH", 4)
     cfg = SFConfig(*parts)
     if cfg.envs_per_worker % cfg.worker_num_splits or cfg.batch_size % ROLLOUT:
-        raise SystemExit(f"--sf-config={text}: envs per worker must be a multiple of splits and batch a multiple of {ROLLOUT}")
+        raise SystemExit(f"--sf-config={text}: envs per worker must be a multiple of splits, "
+                         f"and batch a multiple of {ROLLOUT}")
     return cfg
 
 
@@ -346,7 +348,8 @@ def _best(scores: dict[Any, float | None]) -> Any:
 
 
 def print_table(outcomes: dict[str, dict[str, Outcome]], ceilings: dict[str, tuple[float, str]]) -> None:
-    header = f"{'task':22s} {'framework':14s} {'setting':48s} {'runs (steps/s)':24s} {'mean':>8s} {'ratio':>6s} {'env ceiling':>12s}"
+    header = (f"{'task':22s} {'framework':14s} {'setting':48s} {'runs (steps/s)':24s} {'mean':>8s} "
+              f"{'ratio':>6s} {'env ceiling':>12s}")
     print("\n" + header)
     print("-" * len(header))
     for task, by_fw in outcomes.items():
@@ -397,7 +400,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
     if args.warmup_s >= args.seconds or args.trial_warmup_s >= args.trial_seconds:
-        p.error("each warm-up must be shorter than its run (--warmup-s < --seconds, --trial-warmup-s < --trial-seconds)")
+        p.error("each warm-up must be shorter than its run "
+                "(--warmup-s < --seconds, --trial-warmup-s < --trial-seconds)")
     return args
 
 
@@ -419,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: dict[str, dict[str, Outcome]] = {}
     for task in args.tasks:
         ceilings[task] = env_ceiling(task, args.ceiling_seconds)
-        print(f"\n{task}: env ceiling {ceilings[task][0]:.0f} steps/s ({ceilings[task][1]}, random actions)", flush=True)
+        rate, source = ceilings[task]
+        print(f"\n{task}: env ceiling {rate:.0f} steps/s ({source}, random actions)", flush=True)
         to_search = [fw for fw in order if fixed[fw] is None]
         found = bench.search(task, to_search) if to_search else {}
         best = {fw: fixed[fw] or found[fw] for fw in order}

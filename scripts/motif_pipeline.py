@@ -87,13 +87,17 @@ def offline(args: argparse.Namespace) -> None:
         _, model = load_policy(run_dir)
         agent = run_episodes(model, {"name": ENV}, args.eval_episodes, seed=args.seed + 1000, greedy=False)
         rand = random_episodes(args.eval_episodes, seed=args.seed + 1000)
-        agent_score = float(np.mean([e["score"] for e in agent]))
-        rand_score = float(np.mean([e["score"] for e in rand]))
+        agent_scores = np.array([e["score"] for e in agent])
+        rand_scores = np.array([e["score"] for e in rand])
+        agent_score, rand_score = float(agent_scores.mean()), float(rand_scores.mean())
+        # Standard errors: with few long NetHack episodes the means are noisy; compare with care.
+        agent_se = float(agent_scores.std(ddof=1) / np.sqrt(len(agent_scores)))
+        rand_se = float(rand_scores.std(ddof=1) / np.sqrt(len(rand_scores)))
         rows += [
             ("RL steps (Motif reward only)", f"{summary['env_steps']}  ({summary['steps_per_second']:.0f} steps/s)"),
-            (f"mean in-game score, Motif agent ({args.eval_episodes} ep.)", f"{agent_score:.1f}"),
-            (f"mean in-game score, random policy ({args.eval_episodes} ep.)", f"{rand_score:.1f}"),
-            ("Motif agent beats random", str(agent_score > rand_score)),
+            (f"mean in-game score, Motif agent ({args.eval_episodes} ep.)", f"{agent_score:.1f} ± {agent_se:.1f}"),
+            (f"mean in-game score, random policy ({args.eval_episodes} ep.)", f"{rand_score:.1f} ± {rand_se:.1f}"),
+            ("Motif agent beats random (means)", str(agent_score > rand_score)),
         ]
     rows.append(("wall time", f"{time.monotonic() - start:.0f} s"))
     print("\nMotif offline pipeline on " + ENV)

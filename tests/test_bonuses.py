@@ -282,7 +282,8 @@ def test_rnd_error_falls_on_seen_input_and_target_gets_no_gradient(minihack_spec
     fresh = make_bonus(minihack_spec, "rnd", 4, "bonus.normalize=none")
     fresh.load_state_dict(bonus.state_dict())
     unseen = np.array([[0, 0, 0, 0]] + [[11, 12, 13, 14]] * 8)
-    assert fresh.intrinsic_reward(make_batch(unseen, np.zeros((8, 4)), unroll_index=12, first0=[False] * 4)).mean() > reward.mean()
+    unseen_batch = make_batch(unseen, np.zeros((8, 4)), unroll_index=12, first0=[False] * 4)
+    assert fresh.intrinsic_reward(unseen_batch).mean() > reward.mean()
     for before, p in zip(target, [*bonus.rnd.target_trunk.parameters(), *bonus.rnd.target_head.parameters()]):
         assert p.grad is None and not p.requires_grad and torch.equal(before, p)
 
@@ -397,8 +398,12 @@ def test_procgen_bonuses_run_on_pixels(procgen_spec):
     rng = np.random.default_rng(0)
     rgb = torch.from_numpy(rng.integers(0, 255, size=(5, 2, 64, 64, 3), dtype=np.uint8))
     batch = {
-        "obs": {"rgb": rgb}, "first": torch.zeros(5, 2, dtype=torch.bool), "actions": torch.zeros(4, 2, dtype=torch.int64),
-        "dones": torch.zeros(4, 2, dtype=torch.bool), "env_ids": torch.arange(2), "unroll_index": torch.zeros(2, dtype=torch.int64),
+        "obs": {"rgb": rgb},
+        "first": torch.zeros(5, 2, dtype=torch.bool),
+        "actions": torch.zeros(4, 2, dtype=torch.int64),
+        "dones": torch.zeros(4, 2, dtype=torch.bool),
+        "env_ids": torch.arange(2),
+        "unroll_index": torch.zeros(2, dtype=torch.int64),
     }
     for name in ("rnd", "noveld", "counts"):
         reward, metrics = run(make_bonus(procgen_spec, name, 2, env="procgen"), batch)

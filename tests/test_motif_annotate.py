@@ -107,3 +107,10 @@ def test_heuristic_annotators(tmp_path):
         expected_gain = Label.TIE if same or g[0] == g[1] else (Label.FIRST if g[0] > g[1] else Label.SECOND)
         expected_ret = Label.TIE if same or r[0] == r[1] else (Label.FIRST if r[0] > r[1] else Label.SECOND)
         assert gain[i] is expected_gain and ret[i] is expected_ret
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden"])
+def test_labels_name_must_be_a_plain_file_name(tmp_path, name):
+    make_dataset(tmp_path, n=2)
+    with pytest.raises(ValueError, match="labels_name"):
+        annotate(tmp_path, ScoreGainAnnotator(), {"annotator": "score_gain"}, labels_name=name, progress=False)

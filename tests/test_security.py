@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -119,22 +120,33 @@ def ray_listeners() -> list[tuple[int, str, str, Any, int]]:
     return rows
 
 
+def _external_ip() -> str | None:
+    """This host's address on its default route (no packet is sent), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
 def _auth_error_of_client(gcs_address: str, env: dict[str, str], timeout_s: float = 60.0) -> str:
     """Start a Ray client against the cluster; return its first authentication error line ("" if it
-    connected instead). The client retries forever when refused, so it is killed once it has said why."""
+    connected instead). A refused client retries forever, so it is killed once it has said why."""
     code = f"import ray; ray.init(address={gcs_address!r}, logging_level='ERROR'); print('CONNECTED', flush=True)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + timeout_s
+    watchdog = threading.Timer(timeout_s, proc.kill)  # ends the read loop below if the client hangs
+    watchdog.start()
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             if "CONNECTED" in line:
                 return ""
             if "InvalidAuthToken" in line or "Unauthenticated" in line:
                 return line
-            if time.monotonic() > deadline:
-                break
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait()
     raise AssertionError("the client neither connected nor reported an authentication error")
@@ -152,7 +164,10 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
     import ray
 
     gcs_address = ray.get_runtime_context().gcs_address
-    outsider = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # another user: no token
+    # Another user of this machine: no token. Ray clients rewrite 127.0.0.1 to the host's address
+    # unless told to stay local, and from there nothing answers (checked below).
+    outsider = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    outsider["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     refusals = [_auth_error_of_client(gcs_address, outsider),
                 _auth_error_of_client(gcs_address, {**outsider, "RAY_AUTH_TOKEN": "0" * 64})]
 
@@ -174,6 +189,10 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
 
     assert summary["env_steps"] >= 1024
     assert gcs_address.startswith("127.0.0.1:")
+    external = _external_ip()
+    if external is not None:
+        with pytest.raises(OSError):
+            socket.create_connection((external, int(gcs_address.rsplit(":", 1)[1])), timeout=5).close()
     assert all(refusals), refusals
     names = {row[0] for row in seen}
     # The check saw Ray's own servers and the rollout actor, so "all loopback" is not vacuous.
@@ -215,7 +234,7 @@ def _slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RLZOO_", "SLURM_"))}
     env.update(PATH=f"{_stub_bin(tmp_path)}:{env['PATH']}", SLURM_JOB_ID="4242", SLURM_PROCID="0", SLURM_LOCALID="0",
                SLURMD_NODENAME="localhost", SLURM_CPUS_PER_TASK="2", SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1",
-               SLURM_JOB_NODELIST="localhost", RLZOO_SLURM_DIR=str(SLURM), RLZOO_RAY_TMP=str(tmp_path)[:20])
+               SLURM_JOB_NODELIST="localhost", RLZOO_SLURM_DIR=str(SLURM))
     env.update(extra)
     return env
 
@@ -388,6 +407,15 @@ def test_run_name_must_be_a_plain_name(compose, run_name):
 
 def test_plain_run_name_is_accepted(compose):
     validate(compose(["run_name=MiniHack-Room-5x5-v0-e3b-s1"]))
+
+
+def test_run_name_cannot_leave_output_root_from_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rlzoo.train", "runtime=serial", f"output_root={tmp_path / 'runs'}",
+                           "run_name=../../../../escape", "total_steps=16"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode != 0 and "run_name" in proc.stderr
+    assert not (tmp_path / "escape").exists()
 
 
 @pytest.mark.parametrize("labels_name", ["../outside", "{abs}/labels", "sub/labels"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +27,16 @@ from .labels import Label
 
 class PairAnnotator(Protocol):
     def annotate(self, items: Iterator[PairItem]) -> Iterator[Judgement]: ...
+
+
+_LABELS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_labels_name(name: str) -> str:
+    """Labels files live inside the dataset directory: the name is a plain file stem, not a path."""
+    if not isinstance(name, str) or not _LABELS_NAME.fullmatch(name):
+        raise ValueError(f"labels_name={name!r} must be a plain file name (letters, digits, '_', '.', '-'), not a path")
+    return name
 
 
 def read_labels(path: str | os.PathLike) -> dict[int, Label]:
@@ -89,6 +100,7 @@ def annotate(
 ) -> dict[str, Any]:
     """Label the dataset's pairs not yet in `<labels_name>.jsonl`. Returns the label counts, the
     number of failed requests (left unlabelled, retried by the next run) and the time taken."""
+    check_labels_name(labels_name)
     dataset = PairDataset.open(dataset_dir)
     labels_path = dataset.path / f"{labels_name}.jsonl"
     _check_identity(dataset.path / f"{labels_name}.meta.json", identity)

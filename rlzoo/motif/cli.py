@@ -11,6 +11,7 @@ runs, is resumable (rerun the same command), and ends with a one-line JSON summa
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -93,6 +94,10 @@ def run_train_reward(cfg: DictConfig) -> dict[str, Any]:
     return {**summary, "out_path": str(cfg.out_path)}
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 RUNNERS = {"collect": run_collect, "annotate": run_annotate, "train-reward": run_train_reward}
 
 
@@ -102,8 +107,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     command, overrides = args[0], args[1:]
+    # SIGTERM (Slurm preemption, kill) unwinds like Ctrl-C, so every step flushes what it has.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = RUNNERS[command](compose(command, overrides))
+    except KeyboardInterrupt:
+        print(f"rlzoo-motif {command}: interrupted; everything finished so far is saved, rerun to resume",
+              file=sys.stderr)
+        sys.exit(130)
     except (ValueError, FileNotFoundError, MissingMandatoryValue, HydraException) as err:
         print(f"rlzoo-motif {command}: {err}", file=sys.stderr)
         sys.exit(2)

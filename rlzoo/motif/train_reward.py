@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .annotate import read_labels
+from .annotate import check_labels_name, read_labels
 from .dataset import PairDataset
 from .labels import Label
 from .reward_model import QUANTILE_LEVELS, MessageRewardModel, preference_loss, preference_targets, save_reward_model
@@ -49,7 +49,7 @@ class TrainSettings:
 
 def labelled_pairs(dataset: PairDataset, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Indices and labels of pairs usable in training (UNKNOWN and unlabelled dropped)."""
-    labels = read_labels(dataset.path / f"{labels_name}.jsonl")
+    labels = read_labels(dataset.path / f"{check_labels_name(labels_name)}.jsonl")
     items = sorted((i, int(label)) for i, label in labels.items() if label is not Label.UNKNOWN and i < dataset.count)
     if not items:
         raise ValueError(f"no usable labels in {dataset.path / labels_name}.jsonl; run the annotate step first")

@@ -31,6 +31,7 @@ class SerialSource:
             w.set_weights(weights, version)
 
     restarts = 0
+    steps_lost = 0
 
     def next_unrolls(self, timeout_s: float = 1.0) -> list[RolloutResult]:
         worker = self.workers[self._next]
@@ -64,6 +65,8 @@ class RaySource:
         self.version = -1
         self.pending: dict[Any, tuple[int, float]] = {}  # ref -> (actor id, submission time)
         self.restarts = 0
+        self.steps_lost = 0  # env steps of rollouts that were under way in replaced actors
+        self.steps_per_unroll = cfg.runtime.unroll_length * cfg.runtime.envs_per_actor
 
     def _start_actor(self, actor_id: int) -> Any:
         return self.actor_cls.remote(self.plain_cfg, actor_id)
@@ -95,7 +98,7 @@ class RaySource:
             try:
                 results.append(self.ray.get(ref))
             except self.ray.exceptions.RayActorError as err:
-                self._restart(actor_id, f"it died ({type(err).__name__})")
+                self._restart(actor_id, f"it died ({type(err).__name__})", calls_already_taken=1)
                 continue
             except self.ray.exceptions.OutOfMemoryError:
                 raise MemoryError(
@@ -116,8 +119,10 @@ class RaySource:
             if now - submitted > self.rollout_timeout_s * self.inflight:
                 self._restart(actor_id, f"no rollout for {now - submitted:.0f} s (runtime.rollout_timeout_s)")
 
-    def _restart(self, actor_id: int, reason: str) -> None:
+    def _restart(self, actor_id: int, reason: str, calls_already_taken: int = 0) -> None:
         warnings.warn(f"rollout actor {actor_id}: {reason}; starting a replacement", stacklevel=2)
+        lost = [ref for ref, v in self.pending.items() if v[0] == actor_id]
+        self.steps_lost += (len(lost) + calls_already_taken) * self.steps_per_unroll
         self.pending = {ref: v for ref, v in self.pending.items() if v[0] != actor_id}
         self.ray.kill(self.actors[actor_id], no_restart=True)
         self.actors[actor_id] = self._start_actor(actor_id)

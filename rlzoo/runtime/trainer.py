@@ -158,6 +158,8 @@ class Trainer:
             "unrolls_per_actor": dict(self.unrolls_per_actor),
             "actor_restarts": self.source.restarts,
             "env_restarts": self.env_restarts,
+            # Rollouts discarded: under way in replaced actors, or collected but not trained on at the stop.
+            "env_steps_lost": self.source.steps_lost + sum(u["actions"].size for u in pending),
             "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
             "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
             "run_dir": str(self.run_dir),
@@ -171,11 +173,13 @@ class Trainer:
         return summary
 
     def _hand_over_signal(self, previous_handler: Any) -> None:
-        """After our checkpoint, let whoever handled the signal before us act on it.
+        """After our checkpoint, make sure the job comes back.
 
-        Under submitit that handler requeues the job; in a plain Slurm job we requeue it ourselves.
+        submitit signals SIGUSR2 and requeues in its own handler, so that one is called; for SIGTERM and
+        SIGUSR1 (plain Slurm) we requeue the job ourselves. Other handlers (Ray's driver exits on SIGTERM)
+        are not called: the run has already stopped cleanly.
         """
-        if callable(previous_handler):
+        if self.stop_signal == signal.SIGUSR2 and callable(previous_handler):
             previous_handler(self.stop_signal, None)
         elif self.cfg.requeue_on_signal and requeue_slurm_job():
             print("rlzoo: the Slurm job was requeued", file=sys.stderr)

@@ -76,7 +76,9 @@ class EgocentricCrop(gym.ObservationWrapper):
         return {"crop": crop, "blstats": obs["blstats"].astype(np.float32)}
 
 
-def make_task_env(full_env_name: str, cfg: Config | None = None, env_config: Any = None, render_mode: str | None = None) -> gym.Env:
+def make_task_env(
+    full_env_name: str, cfg: Config | None = None, env_config: Any = None, render_mode: str | None = None
+) -> gym.Env:
     """Sample Factory's env factory: the gymnasium task reduced to the observations the network reads."""
     env = gym.make(full_env_name, observation_keys=("glyphs", "blstats"))
     return EgocentricCrop(env)
@@ -141,7 +143,9 @@ class SteadyStateMeter(AlgoObserver):
         t_first = self.reports[0][0] if self.reports else 0.0
         start = next((r for r in self.reports if r[0] >= t_first + self.warmup_s), None)
         if start is None or start is self.reports[-1]:
-            raise RuntimeError(f"{len(self.reports)} learner reports, none after the {self.warmup_s} s warm-up: run longer")
+            raise RuntimeError(
+                f"{len(self.reports)} learner reports, none after the {self.warmup_s} s warm-up: run longer"
+            )
         end = self.reports[-1]
         window = end[0] - start[0]
         return {
@@ -188,18 +192,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--env", choices=TASKS, default=TASKS[0])
     p.add_argument("--workers", type=int, default=2, help="rollout worker processes")
     p.add_argument("--envs-per-worker", type=int, default=16)
-    p.add_argument("--worker-num-splits", type=int, default=2, help="env groups per worker stepped alternately (double buffering)")
+    p.add_argument("--worker-num-splits", type=int, default=2,
+                   help="env groups per worker stepped alternately (double buffering)")
     p.add_argument("--batch-size", type=int, default=1024, help="samples (env steps) per learner batch")
     p.add_argument("--rollout", type=int, default=32, help="unroll length T")
     p.add_argument("--seconds", type=float, default=60.0, help="training time, counted from the first learner report")
-    p.add_argument("--warmup-s", type=float, default=10.0, help="seconds after the first learner report left out of the measurement")
+    p.add_argument("--warmup-s", type=float, default=10.0,
+                   help="seconds after the first learner report left out of the measurement")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     for key in ("workers", "envs_per_worker", "worker_num_splits", "batch_size", "rollout"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')}={getattr(args, key)} must be >= 1")
     if args.envs_per_worker % args.worker_num_splits:
-        p.error(f"--envs-per-worker={args.envs_per_worker} must be a multiple of --worker-num-splits={args.worker_num_splits}")
+        p.error(f"--envs-per-worker={args.envs_per_worker} must be a multiple of "
+                f"--worker-num-splits={args.worker_num_splits}")
     if args.batch_size % args.rollout:
         p.error(f"--batch-size={args.batch_size} must be a multiple of --rollout={args.rollout}")
     if args.seconds <= args.warmup_s:
