@@ -9,9 +9,9 @@ from rlzoo.runtime.learner import Learner
 from rlzoo.runtime.rollout import RolloutWorker, collate
 
 
-def _replica(rank, world_size, port, cfg, batch, queue):
+def _replica(rank, world_size, init_method, cfg, batch, queue):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, world_size, "127.0.0.1", port, torch.device("cpu"))
+    distributed.init_process_group(rank, world_size, init_method, torch.device("cpu"))
     learner = Learner(cfg, env_spec(cfg.env), num_envs=8, device=torch.device("cpu"),
                       rank=rank, world_size=world_size)
     for step in range(2):  # two steps: the optimizer state must agree too
@@ -33,8 +33,8 @@ def test_two_learners_equal_one(compose):
 
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    port = distributed.free_port()
-    procs = [ctx.Process(target=_replica, args=(r, 2, port, cfg, batch, queue)) for r in range(2)]
+    init_method = distributed.local_init_method()
+    procs = [ctx.Process(target=_replica, args=(r, 2, init_method, cfg, batch, queue)) for r in range(2)]
     for p in procs:
         p.start()
     sharded = queue.get()

@@ -12,14 +12,13 @@ SMALL_MODEL = ["model.use_full_map=false", "model.fc_sizes=[64,64]", "model.lstm
 
 def test_offline_pipeline_then_motif_training(tmp_path, compose, monkeypatch):
     data_dir = tmp_path / "data"
-    collected = run_collect(compose_step("collect", [
-        f"out_dir={data_dir}", "progress=false", "collect.num_pairs=60", "collect.num_envs=2",
-        "collect.keep_prob=0.5", "collect.pool_size=20",
-    ]))
-    assert collected["pairs"] == 60
+    # Short episodes: a sequence joins the pairing pool when its episode ends.
+    collect_args = [f"out_dir={data_dir}", "progress=false", "collect.num_pairs=60", "collect.num_envs=2",
+                    "collect.keep_prob=0.5", "collect.pool_size=20", "env.max_episode_steps=100"]
+    collected = run_collect(compose_step("collect", collect_args))
+    assert collected["pairs"] == 60 and collected["episodes"] >= 2
     # Resuming a finished collection does nothing.
-    assert run_collect(compose_step("collect", [f"out_dir={data_dir}", "progress=false", "collect.num_pairs=60",
-                                           "collect.num_envs=2", "collect.keep_prob=0.5", "collect.pool_size=20"]))["new_pairs"] == 0
+    assert run_collect(compose_step("collect", collect_args))["new_pairs"] == 0
 
     monkeypatch.setenv("RLZOO_TEST_KEY", "sk-never-written")
     with LoopbackJudge() as server:

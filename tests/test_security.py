@@ -158,18 +158,26 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
     monkeypatch.setenv("HOME", str(home))  # Ray would write ~/.ray/auth_token here if it made a token file
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    cfg = compose(["runtime=ray", "runtime.num_actors=1", "runtime.allow_oversubscribe=true", "total_steps=1024",
-                   "logger.log_interval_s=0.5", "checkpoint_interval_s=1"])
+    cfg = compose(["runtime=ray", "runtime.num_actors=1", "total_steps=1024", "logger.log_interval_s=0.5",
+                   "checkpoint_interval_s=1"])
     trainer = Trainer(cfg, tmp_path / "run")
     import ray
 
-    gcs_address = ray.get_runtime_context().gcs_address
-    # Another user of this machine: no token. Ray clients rewrite 127.0.0.1 to the host's address
-    # unless told to stay local, and from there nothing answers (checked below).
-    outsider = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    outsider["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    refusals = [_auth_error_of_client(gcs_address, outsider),
-                _auth_error_of_client(gcs_address, {**outsider, "RAY_AUTH_TOKEN": "0" * 64})]
+    try:
+        gcs_address = ray.get_runtime_context().gcs_address
+        # Another user of this machine: no token. Ray clients rewrite 127.0.0.1 to the host's address
+        # unless told to stay local.
+        outsider = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        outsider["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        refusals = [_auth_error_of_client(gcs_address, outsider),
+                    _auth_error_of_client(gcs_address, {**outsider, "RAY_AUTH_TOKEN": "0" * 64})]
+        external = _external_ip()
+        if external is not None:  # from the network, the GCS port does not answer at all
+            with pytest.raises(OSError):
+                socket.create_connection((external, int(gcs_address.rsplit(":", 1)[1])), timeout=5).close()
+    except BaseException:
+        trainer.close()
+        raise
 
     seen: dict[tuple, None] = {}
     done = threading.Event()
@@ -189,10 +197,6 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
 
     assert summary["env_steps"] >= 1024
     assert gcs_address.startswith("127.0.0.1:")
-    external = _external_ip()
-    if external is not None:
-        with pytest.raises(OSError):
-            socket.create_connection((external, int(gcs_address.rsplit(":", 1)[1])), timeout=5).close()
     assert all(refusals), refusals
     names = {row[0] for row in seen}
     # The check saw Ray's own servers and the rollout actor, so "all loopback" is not vacuous.
@@ -476,7 +480,7 @@ def test_llm_client_does_not_follow_redirects_or_proxies(monkeypatch):
             assert len(judge.requests) == 1 and not elsewhere.requests
 
 
-def test_llm_client_settings_cannot_change_after_creation(tmp_path):
+def test_llm_client_settings_cannot_change_after_creation():
     client = _client("http://127.0.0.1:9/v1")
     with pytest.raises(AttributeError):
         client.settings.base_url = "http://attacker.example/v1"  # type: ignore[misc]

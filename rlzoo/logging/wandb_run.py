@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ class WandbRun:
 
         self._wandb = wandb
         id_path = run_dir / ID_FILE
-        run_id = id_path.read_text().strip() if id_path.exists() else wandb.util.generate_id()
+        run_id = id_path.read_text().strip() if id_path.exists() else secrets.token_hex(4)
         id_path.write_text(run_id)
         lg = cfg.logger
         kwargs = dict(

@@ -5,7 +5,9 @@ whole batch and an update with N learners equals the single-learner update.
 """
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 
 import torch
 import torch.distributed as dist
@@ -17,9 +19,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def init_process_group(rank: int, world_size: int, address: str, port: int, device: torch.device) -> None:
+def local_init_method() -> str:
+    """Rendezvous through a file in a private folder: torch's TCP store would listen on every interface."""
+    folder = tempfile.mkdtemp(prefix="rlzoo-dist-")  # mode 0700
+    return f"file://{folder}/store"
+
+
+def init_process_group(rank: int, world_size: int, init_method: str, device: torch.device) -> None:
+    """`init_method` is `local_init_method()` on one machine, `tcp://head:port` across machines."""
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
+    if init_method.startswith("file://"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: gloo's sockets stay on loopback
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
 
 
 def broadcast_parameters(model: torch.nn.Module) -> None:

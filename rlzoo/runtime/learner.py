@@ -63,6 +63,9 @@ class Learner:
         self.num_actions = spec.num_actions
         self.separate_value_head = uses_separate_value_head(cfg)
 
+        # Tiny gradients in Adam/RMSprop state turn into denormal floats, which are several times
+        # slower on CPUs; flushing them to zero changes nothing measurable in learning.
+        torch.set_flush_denormal(True)
         torch.manual_seed(cfg.seed)  # every learner replica starts from identical weights
         self.model = build_model(cfg.model, spec, intrinsic_value_head=self.separate_value_head).to(device)
         self.bonus = build_bonus(cfg.bonus, spec, cfg.model, num_envs, device)

@@ -143,7 +143,7 @@ class LearnerReplica:
     """Body of one learner replica actor; rank 0's weights and metrics are the group's."""
 
     def __init__(self, cfg: dict[str, Any], spec: EnvSpec, num_envs: int, rank: int, world_size: int,
-                 address: str, port: int) -> None:
+                 init_method: str) -> None:
         from rlzoo.runtime import distributed
         from rlzoo.runtime.learner import Learner, resolve_device
 
@@ -151,7 +151,7 @@ class LearnerReplica:
         device = resolve_device(cfg.runtime.device)
         if device.type == "cuda":
             device = torch.device("cuda", 0)  # Ray gives each replica its own GPU as device 0
-        distributed.init_process_group(rank, world_size, address, port, device)
+        distributed.init_process_group(rank, world_size, init_method, device)
         self.learner = Learner(cfg, spec, num_envs, device, rank=rank, world_size=world_size)
 
     def update(self, batch: dict[str, Any], env_steps: int) -> dict[str, float]:
@@ -173,17 +173,20 @@ class RemoteLearners:
     def __init__(self, cfg: DictConfig, spec: EnvSpec, num_envs: int) -> None:
         import ray
 
-        from rlzoo.runtime.distributed import free_port
+        from rlzoo.runtime.distributed import free_port, local_init_method
 
         connect(cfg)
         self.ray = ray
         n = cfg.runtime.learners
         gpus = 1 if cfg.runtime.device != "cpu" and torch.cuda.is_available() else 0
         cls = ray.remote(num_cpus=1 if gpus == 0 else 0, num_gpus=gpus)(LearnerReplica)
-        address = ray.util.get_node_ip_address()
-        port = free_port(address)
+        if cfg.runtime.ray_address is None:
+            init_method = local_init_method()
+        else:  # replicas may sit on several machines
+            address = ray.util.get_node_ip_address()
+            init_method = f"tcp://{address}:{free_port(address)}"
         plain = OmegaConf.to_container(cfg, resolve=True)
-        self.replicas = [cls.remote(plain, spec, num_envs, rank, n, address, port) for rank in range(n)]
+        self.replicas = [cls.remote(plain, spec, num_envs, rank, n, init_method) for rank in range(n)]
         self.version = 0
 
     def update(self, batch: dict[str, Any], env_steps: int) -> dict[str, float]:

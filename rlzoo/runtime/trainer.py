@@ -214,7 +214,7 @@ def name_sweep(cfg: DictConfig, sweep: str) -> None:
         cfg.sweep = sweep
         if cfg.logger.group is None:
             cfg.logger.group = sweep
-        for tag in (cfg.env.name, cfg.bonus.name, f"seed={cfg.seed}"):
+        for tag in (cfg.env.name, cfg.logger.job_type, f"seed={cfg.seed}"):
             if tag not in cfg.logger.tags:
                 cfg.logger.tags.append(tag)
 
