@@ -40,6 +40,7 @@ setup(
             "rlzoo-train=rlzoo.train:main",
             "rlzoo-evaluate=rlzoo.evaluate:main",
             "rlzoo-report=rlzoo.reports.cli:main",
+            "rlzoo-motif=rlzoo.motif.cli:main",
         ]
     },
 )

@@ -18,7 +18,8 @@ For each task the script
    drifting machine load hits both alike.
 Both sides are measured the same way: environment steps consumed by the learner per second, from
 the first progress report at least `--warmup-s` seconds into training to the last one (start-up is
-excluded). The last line printed is `ratios: <task> <rlzoo / Sample Factory> …`.
+excluded), with both policies held at their random start (see FROZEN_LR; `--train-policy` lets
+them learn). The last line printed is `ratios: <task> <rlzoo / Sample Factory> …`.
 """
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ RLZOO_ACTORS = (1, 2)
 RLZOO_ENVS_PER_ACTOR = (16, 32, 64)
 RLZOO_BATCH_UNROLLS = (1, 2)  # batch = this many unrolls per actor-vector, i.e. k × envs_per_actor columns
 
+# Learning rate of both sides unless --train-policy: env steps/s depends on episode length (a reset
+# costs many steps), and a policy that solves MiniHack-Room-5x5 ends episodes after a few steps and
+# more than halves the rate. Holding both policies at their random start keeps the comparison about
+# the frameworks, not about which one learns the task first; every update is still computed.
+FROZEN_LR = 1e-10
 START_UP_ALLOWANCE_S = 240  # a run that has not finished by seconds + this is killed
 
 
@@ -175,11 +181,12 @@ def run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, 
         raise RunFailed(f"exit code {code} (log: {log_path}): " + " | ".join(tail))
 
 
-def run_sf(python: Path, task: str, cfg: SFConfig, seconds: float, warmup_s: float, log_path: Path) -> float:
+def run_sf(python: Path, task: str, cfg: SFConfig, seconds: float, warmup_s: float, log_path: Path,
+           lr: float | None) -> float:
     cmd = [str(python), str(SF_RUNNER), f"--env={task}", f"--workers={cfg.workers}",
            f"--envs-per-worker={cfg.envs_per_worker}", f"--worker-num-splits={cfg.worker_num_splits}",
            f"--batch-size={cfg.batch_size}", f"--rollout={ROLLOUT}", f"--seconds={seconds}",
-           f"--warmup-s={warmup_s}"]
+           f"--warmup-s={warmup_s}", *([f"--learning-rate={lr}"] if lr is not None else [])]
     run_logged(cmd, log_path, seconds + START_UP_ALLOWANCE_S)
     for line in reversed(log_path.read_text(errors="replace").splitlines()):
         if line.startswith("{"):
@@ -187,14 +194,16 @@ def run_sf(python: Path, task: str, cfg: SFConfig, seconds: float, warmup_s: flo
     raise RunFailed(f"no result line (log: {log_path})")
 
 
-def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_path: Path) -> float:
+def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_path: Path,
+              lr: float | None) -> float:
     with tempfile.TemporaryDirectory(prefix="rlzoo_bench_") as run_dir:
         cmd = [str(RLZOO_TRAIN), f"experiment={TASKS[task]}", "model=crop",
                f"runtime.num_actors={cfg.num_actors}", f"runtime.envs_per_actor={cfg.envs_per_actor}",
                f"runtime.batch_size={cfg.batch_size}", f"runtime.unroll_length={ROLLOUT}",
                f"time_limit_s={seconds}", "total_steps=1000000000000", "resume=never",
                "checkpoint_interval_s=1000000", "logger.wandb=false", "logger.progress=false",
-               "logger.log_interval_s=1", f"hydra.run.dir={run_dir}"]
+               "logger.log_interval_s=1", f"hydra.run.dir={run_dir}",
+               *([f"algo.lr={lr}"] if lr is not None else [])]
         # PYTHONPATH: measure this checkout's rlzoo whatever .venv has installed.
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": pythonpath}
@@ -304,6 +313,7 @@ class Bench:
         self.args = args
         self.sf_python = sf_python
         self.log_dir = log_dir
+        self.lr = None if args.train_policy else FROZEN_LR
         self.count = 0
 
     def run(self, framework: str, task: str, cfg: SFConfig | RlzooConfig, seconds: float, warmup_s: float,
@@ -315,9 +325,9 @@ class Bench:
         print(f"  [{self.count}] {stage:5s} {framework:14s} {cfg.label():48s} ", end="", flush=True)
         try:
             if framework == "sample_factory":
-                sps = run_sf(self.sf_python, task, cfg, seconds, warmup_s, log_path)
+                sps = run_sf(self.sf_python, task, cfg, seconds, warmup_s, log_path, self.lr)
             else:
-                sps = run_rlzoo(task, cfg, seconds, warmup_s, log_path)
+                sps = run_rlzoo(task, cfg, seconds, warmup_s, log_path, self.lr)
         except RunFailed as err:
             print(f"failed: {err}", flush=True)
             return None
@@ -390,6 +400,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip Sample Factory's search: workers, envs per worker, worker_num_splits, batch (samples)")
     p.add_argument("--rlzoo-config", type=parse_rlzoo_config, metavar="A,E,B",
                    help="skip rlzoo's search: actors, envs per actor, batch (unrolls)")
+    p.add_argument("--train-policy", action="store_true",
+                   help=f"train with each framework's own learning rate (default: {FROZEN_LR:g} on both sides)")
     p.add_argument("--log-dir", type=Path, default=None,
                    help="where each run's log goes (default: bench_results/peers-<time>)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -417,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, sf_python, log_dir)
     fixed = {"sample_factory": args.sf_config, "rlzoo": args.rlzoo_config}
     order = [fw for fw in FRAMEWORKS if fw in args.frameworks]  # rlzoo first: A B A B
-    print(f"peer benchmark: {', '.join(args.tasks)}; {', '.join(order)}; {os.cpu_count()} CPUs; logs in {log_dir}")
+    policy = "trained" if args.train_policy else f"held at its start (learning rate {FROZEN_LR:g})"
+    print(f"peer benchmark: {', '.join(args.tasks)}; {', '.join(order)}; {os.cpu_count()} CPUs; "
+          f"policy {policy}; logs in {log_dir}")
 
     ceilings: dict[str, tuple[float, str]] = {}
     outcomes: dict[str, dict[str, Outcome]] = {}
@@ -441,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "cpus": os.cpu_count(),
+            "learning_rate": None if args.train_policy else FROZEN_LR,
             "tasks": {task: {"env_ceiling": ceilings[task][0], "ceiling_source": ceilings[task][1],
                              **{fw: {"setting": out.config.label(), "runs": out.runs, "mean": out.mean}
                                 for fw, out in by_fw.items()}}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import pytest
@@ -10,6 +12,9 @@ from omegaconf import DictConfig
 from rlzoo.config import load_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# Commands the tests start (ray, rlzoo-train, Slurm job scripts) must come from this interpreter's
+# environment even when it was not activated (`.venv/bin/python -m pytest`).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 # Small, quiet settings every test run starts from; tests add their own overrides after these.
 FAST_OVERRIDES = [

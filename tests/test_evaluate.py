@@ -10,7 +10,7 @@ from rlzoo.runtime.trainer import train
 
 @pytest.mark.parametrize("experiment,rows,episodes", [
     ([], ["episodes"], "3"),
-    (["experiment=procgen_coinrun", "model.lstm_size=0"], ["train levels", "held-out levels"], "1"),
+    (["experiment=procgen_coinrun", "env.name=bigfish", "model.lstm_size=0"], ["train levels", "held-out levels"], "1"),
 ])
 def test_evaluate_prints_table_and_writes_gif(compose, tmp_path, experiment, rows, episodes):
     run = tmp_path / "run"

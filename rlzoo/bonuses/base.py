@@ -129,6 +129,9 @@ class Bonus(nn.Module):
         """Named scalar losses of the bonus's networks, summed for one optimizer step."""
         return {}
 
+    def close(self) -> None:
+        """Release what the bonus started (threads, processes); called once when training ends."""
+
     # ---- learner interface --------------------------------------------------------------------
     def intrinsic_reward(self, batch: dict) -> torch.Tensor:
         """Intrinsic reward [T, B] of every transition, normalised as configured, without gradient."""

@@ -195,6 +195,10 @@ class Learner:
             )
         return {"learner/skipped_updates": float(self.skipped_updates)}
 
+    def close(self) -> None:
+        if self.bonus is not None:
+            self.bonus.close()
+
     def weights(self) -> dict[str, torch.Tensor]:
         """CPU copy of the policy weights for the actors."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}

@@ -166,6 +166,9 @@ class LearnerReplica:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state)
 
+    def close(self) -> None:
+        self.learner.close()
+
 
 class RemoteLearners:
     """N learner replicas behind the `Learner` interface: each update goes to all of them."""
@@ -204,3 +207,6 @@ class RemoteLearners:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ray.get([r.load_state_dict.remote(state) for r in self.replicas])
         self.version = int(state["version"])
+
+    def close(self) -> None:
+        self.ray.get([r.close.remote() for r in self.replicas])

@@ -186,6 +186,7 @@ class Trainer:
 
     def close(self) -> None:
         self.source.close()
+        self.learner.close()
         if self.cfg.runtime.name == "ray" or self.cfg.runtime.learners > 1:
             import ray
 

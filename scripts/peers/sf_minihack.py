@@ -180,6 +180,7 @@ def sf_argv(args: argparse.Namespace, train_dir: str) -> list[str]:
         "--normalize_input=False",  # glyph ids are indices, not features
         f"--seed={args.seed}",
         f"--train_for_seconds={int(args.seconds)}",  # enforced by SteadyStateMeter, see there
+        *([f"--learning_rate={args.learning_rate}"] if args.learning_rate is not None else []),
         "--with_wandb=False",
         # No checkpoints inside the measured window (one is still written at the end).
         "--save_every_sec=1000000",
@@ -199,6 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=60.0, help="training time, counted from the first learner report")
     p.add_argument("--warmup-s", type=float, default=10.0,
                    help="seconds after the first learner report left out of the measurement")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: Sample Factory's own")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     for key in ("workers", "envs_per_worker", "worker_num_splits", "batch_size", "rollout"):
