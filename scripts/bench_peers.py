@@ -195,7 +195,7 @@ def run_sf(python: Path, task: str, cfg: SFConfig, seconds: float, warmup_s: flo
 
 
 def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_path: Path,
-              lr: float | None) -> float:
+              lr: float | None, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory(prefix="rlzoo_bench_") as run_dir:
         cmd = [str(RLZOO_TRAIN), f"experiment={TASKS[task]}", "model=crop",
                f"runtime.num_actors={cfg.num_actors}", f"runtime.envs_per_actor={cfg.envs_per_actor}",
@@ -203,7 +203,7 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
                f"time_limit_s={seconds}", "total_steps=1000000000000", "resume=never",
                "checkpoint_interval_s=1000000", "logger.wandb=false", "logger.progress=false",
                "logger.log_interval_s=1", f"hydra.run.dir={run_dir}",
-               *([f"algo.lr={lr}"] if lr is not None else [])]
+               *([f"algo.lr={lr}"] if lr is not None else []), *overrides]
         # PYTHONPATH: measure this checkout's rlzoo whatever .venv has installed.
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": pythonpath}
@@ -314,6 +314,7 @@ class Bench:
         self.sf_python = sf_python
         self.log_dir = log_dir
         self.lr = None if args.train_policy else FROZEN_LR
+        self.rlzoo_overrides = args.rlzoo_overrides
         self.count = 0
 
     def run(self, framework: str, task: str, cfg: SFConfig | RlzooConfig, seconds: float, warmup_s: float,
@@ -327,7 +328,7 @@ class Bench:
             if framework == "sample_factory":
                 sps = run_sf(self.sf_python, task, cfg, seconds, warmup_s, log_path, self.lr)
             else:
-                sps = run_rlzoo(task, cfg, seconds, warmup_s, log_path, self.lr)
+                sps = run_rlzoo(task, cfg, seconds, warmup_s, log_path, self.lr, self.rlzoo_overrides)
         except RunFailed as err:
             print(f"failed: {err}", flush=True)
             return None
@@ -400,6 +401,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip Sample Factory's search: workers, envs per worker, worker_num_splits, batch (samples)")
     p.add_argument("--rlzoo-config", type=parse_rlzoo_config, metavar="A,E,B",
                    help="skip rlzoo's search: actors, envs per actor, batch (unrolls)")
+    p.add_argument("--rlzoo-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra overrides for rlzoo's runs, e.g. bonus=e3b")
     p.add_argument("--train-policy", action="store_true",
                    help=f"train with each framework's own learning rate (default: {FROZEN_LR:g} on both sides)")
     p.add_argument("--log-dir", type=Path, default=None,

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="training wall time")
     parser.add_argument("--raw-seconds", type=float, default=10.0)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the training run")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     family = "procgen" if args.env[0].islower() else ("nethack" if args.env.startswith("NetHack") else "minihack")
     overrides = [f"env={family}", f"env.name={args.env}", f"model={family}", "total_steps=1000000000",

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--sigterm-at", type=float, default=0.5, help="fraction of the steps at which to SIGTERM")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, even in a file
     cfg = load_config(["runtime=ray", f"total_steps={args.steps}", "logger.progress=false", *args.overrides])
 
