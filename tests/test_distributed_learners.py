@@ -45,3 +45,14 @@ def test_two_learners_equal_one(compose):
         torch.testing.assert_close(torch.from_numpy(sharded[k]), v, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(v, Learner(cfg, spec, 8, torch.device("cpu")).model.state_dict()[k])
                for k, v in single.model.state_dict().items()), "the update changed nothing"
+
+
+def test_ray_run_with_two_learner_replicas(compose, tmp_path):
+    from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
+    from rlzoo.runtime.trainer import train
+
+    cfg = compose(["runtime=ray", "runtime.num_actors=1", "runtime.learners=2", "runtime.batch_size=8",
+                   "runtime.envs_per_actor=4", "total_steps=512", "runtime.allow_oversubscribe=true"])
+    summary = train(cfg, tmp_path)
+    assert summary["learner_steps"] == 512 // (8 * 16)
+    assert load_checkpoint(latest_path(tmp_path))["learner"]["version"] == summary["learner_steps"]

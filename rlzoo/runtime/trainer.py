@@ -133,10 +133,13 @@ class Trainer:
                     self.learner_publish()
 
                 elapsed = time.monotonic() - start
-                self.logger.step(self.env_steps, self.learner.version, elapsed, extra=self._runtime_metrics(wait_s, elapsed))
+                self.logger.step(self.env_steps, self.learner.version, elapsed,
+                                 extra=self._runtime_metrics(wait_s, elapsed))
                 if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval_s:
                     self.save(elapsed)
                     last_checkpoint = time.monotonic()
+            elapsed = time.monotonic() - start
+            self.save(elapsed)  # before close(): remote learners need Ray to hand over their state
         except NonFiniteLossError:
             self.save(time.monotonic() - start)  # kept for inspection
             raise
@@ -145,8 +148,6 @@ class Trainer:
                 signal.signal(s, handler)
             self.close()
 
-        elapsed = time.monotonic() - start
-        self.save(elapsed)
         self.logger.step(self.env_steps, self.learner.version, elapsed, force=True,
                          extra=self._runtime_metrics(wait_s, elapsed))
         summary = {
