@@ -31,7 +31,7 @@ from rlzoo.runtime.trainer import train
 ENV = "NetHackScore-v0"
 # Crop-only network: the full-map conv stack dominates CPU time and the Motif reward is about messages.
 MODEL = ["model.use_full_map=false", "model.lstm_size=256", "model.fc_sizes=[256,256]"]
-RUNTIME = ["runtime=serial", "runtime.envs_per_actor=16", "runtime.batch_size=16", "runtime.unroll_length=32",
+RUNTIME = ["runtime=ray", "runtime.envs_per_actor=16", "runtime.batch_size=32", "runtime.unroll_length=32",
            "logger.progress=true", "logger.wandb=false"]
 
 
