@@ -33,7 +33,6 @@ def load_policy(path: Path) -> tuple[DictConfig, torch.nn.Module]:
     return cfg, model
 
 
-@torch.no_grad()
 def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int, greedy: bool,
                  num_envs: int = 8, video_frames: list[np.ndarray] | None = None,
                  max_frames: int = 1000) -> list[dict[str, float]]:
@@ -56,13 +55,7 @@ def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int,
             if recording:
                 frame = env.render(0)
                 video_frames.append(frame if full_render else frame.repeat(4, axis=0).repeat(4, axis=1))
-            obs_t = {k: torch.from_numpy(v[None]) for k, v in obs.items()}
-            out, state = model(obs_t, torch.from_numpy(first[None]), state)
-            logits = out["logits"][0]
-            if greedy:
-                actions = logits.argmax(-1)
-            else:
-                actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+            actions, _, state = model.act(obs, first, state, generator, greedy)
             obs, _, done, eps = env.step(actions.numpy())
             first = done.copy()
             recording = recording and not done[0] and len(video_frames) < max_frames

@@ -83,8 +83,7 @@ def positions_per_episode(run_dir: Path, episodes: int, seed: int) -> list[int]:
         while len(counts) < episodes:
             for i in range(num_envs):
                 visited[i].add(tuple(obs["blstats"][i, [0, 1, 12]].tolist()))
-            out, state = model({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]), state)
-            actions = torch.multinomial(torch.softmax(out["logits"][0], -1), 1, generator=generator).squeeze(1)
+            actions, _, state = model.act(obs, first, state, generator)
             obs, _, done, _ = env.step(actions.numpy())
             first = done.copy()
             for i in np.flatnonzero(done):

@@ -1,6 +1,9 @@
 """Actor-critic policy: a torso, an optional LSTM core, and policy / value heads."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,6 +51,26 @@ class Policy(nn.Module):
         if self.int_baseline_head is not None:
             out["int_baseline"] = self.int_baseline_head(core).squeeze(-1)
         return out, state
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: Mapping[str, np.ndarray],
+        first: np.ndarray,
+        state: tuple[torch.Tensor, ...],
+        generator: torch.Generator | None = None,
+        greedy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One step of B environments from numpy observations [B, ...]: (actions [B], logits [B, A], state).
+
+        Actions are sampled from the policy (or its most likely action when `greedy`).
+        """
+        out, state = self({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]), state)
+        logits = out["logits"][0]
+        if greedy:
+            return logits.argmax(-1), logits, state
+        actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+        return actions, logits, state
 
     def _unroll(
         self, features: torch.Tensor, first: torch.Tensor, state: tuple[torch.Tensor, ...]

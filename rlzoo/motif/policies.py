@@ -26,11 +26,9 @@ def checkpoint_policy(path: str, num_envs: int, seed: int) -> Policy:
     generator = torch.Generator().manual_seed(seed)
     state = model.initial_state(num_envs)
 
-    @torch.no_grad()
     def act(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
         nonlocal state
-        out, state = model({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]), state)
-        probs = torch.softmax(out["logits"][0], -1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1).numpy()
+        actions, _, state = model.act(obs, first, state, generator)
+        return actions.numpy()
 
     return act

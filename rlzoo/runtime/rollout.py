@@ -89,7 +89,6 @@ class RolloutWorker:
             "logits": np.empty((T, B, self.spec.num_actions), dtype=np.float32),
         }
 
-    @torch.no_grad()
     def rollout(self) -> tuple[Unroll, list[dict[str, float]], dict[str, float]]:
         """Step every environment `unroll_length` times; returns (unroll, finished episodes, timings)."""
         u = self._alloc()
@@ -106,10 +105,8 @@ class RolloutWorker:
                 break  # obs[T] only bootstraps; it is also obs[0] of the next unroll
 
             tic = time.perf_counter()
-            obs_t = {k: torch.from_numpy(v[t : t + 1]) for k, v in u["obs"].items()}
-            out, state = self.model(obs_t, torch.from_numpy(u["first"][t : t + 1]), state)
-            logits = out["logits"][0]
-            actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.generator).squeeze(1)
+            actions, logits, state = self.model.act({k: v[t] for k, v in u["obs"].items()}, u["first"][t], state,
+                                                    self.generator)
             u["logits"][t] = logits.numpy()
             u["actions"][t] = actions.numpy()
             toc = time.perf_counter()
