@@ -14,6 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (the Slurm/cgroup allocation, not the whole machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key, the value and what is allowed."""
 
@@ -126,7 +131,7 @@ def validate(cfg: DictConfig) -> None:
             f"runtime.learners={cfg.runtime.learners} (each learner takes an equal share)"
         )
     if cfg.runtime.name == "ray" and cfg.runtime.ray_address is None and not cfg.runtime.allow_oversubscribe:
-        cpus = os.cpu_count() or 1
+        cpus = available_cpus()
         if cfg.runtime.num_actors > cpus:
             raise ConfigError(
                 f"runtime.num_actors={cfg.runtime.num_actors} is more than the {cpus} CPUs of this "

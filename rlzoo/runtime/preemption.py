@@ -13,9 +13,8 @@ def requeue_slurm_job() -> bool:
     Slurm signals a job before preemption or its time limit; the requeued job runs the same command,
     and `resume=auto` then continues from the checkpoint just written.
     """
-    job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID")
-    job_id = (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job_id
-              else os.environ.get("SLURM_JOB_ID"))
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
     if not job_id or shutil.which("scontrol") is None:
         return False
     proc = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)

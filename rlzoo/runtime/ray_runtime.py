@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rlzoo.config import available_cpus
 from rlzoo.envs import EnvSpec
 
 
@@ -30,7 +31,7 @@ def connect(cfg: DictConfig) -> None:
         return
     address = cfg.runtime.ray_address
     if address is None:
-        _start_local(ray, num_cpus=max(cfg.runtime.num_actors + cfg.runtime.learners, _local_cpus()))
+        _start_local(ray, num_cpus=max(cfg.runtime.num_actors + cfg.runtime.learners, available_cpus()))
         return
     # ray.init retries an unreachable address for minutes; one TCP probe answers in seconds.
     problem = _probe(address)
@@ -132,11 +133,6 @@ def _probe(address: str, timeout_s: float = 5.0) -> str | None:
         return f"{type(err).__name__}: {err}"
     return None
 
-
-def _local_cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 class LearnerReplica:

@@ -22,6 +22,9 @@ RolloutResult = tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]
 class SerialSource:
     """Rollout workers stepped one after another in the learner's process (runtime=serial)."""
 
+    restarts = 0  # nothing is ever replaced or lost in one process
+    steps_lost = 0
+
     def __init__(self, cfg: DictConfig, spec: EnvSpec) -> None:
         self.workers = [RolloutWorker(cfg, i, spec) for i in range(cfg.runtime.num_actors)]
         self._next = 0
@@ -30,10 +33,8 @@ class SerialSource:
         for w in self.workers:
             w.set_weights(weights, version)
 
-    restarts = 0
-    steps_lost = 0
-
     def next_unrolls(self, timeout_s: float = 1.0) -> list[RolloutResult]:
+        """One unroll from the next worker (`timeout_s` matches RaySource; a rollout here never waits)."""
         worker = self.workers[self._next]
         self._next = (self._next + 1) % len(self.workers)
         return [worker.rollout()]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rlzoo.config import ConfigError, validate
+from rlzoo.config import ConfigError, available_cpus, validate
 from rlzoo.envs import env_spec
 from rlzoo.logging.metrics import MetricLogger, format_summary
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
@@ -40,7 +40,7 @@ class Trainer:
         rt = cfg.runtime
         num_envs = rt.num_actors * rt.envs_per_actor
         self.device = resolve_device(rt.device)
-        torch.set_num_threads(rt.learner_threads or max(1, _cpus() - (rt.num_actors if rt.name == "ray" else 0)))
+        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - (rt.num_actors if rt.name == "ray" else 0)))
         if rt.learners > 1:
             from rlzoo.runtime.ray_runtime import RemoteLearners
 
@@ -203,8 +203,11 @@ class Trainer:
             ) from None
 
     def _runtime_metrics(self, wait_s: float, elapsed: float) -> dict[str, float]:
-        return {"learner/wait_share": wait_s / max(elapsed, 1e-9), "faults/actor_restarts": float(self.source.restarts),
-                "faults/env_restarts": float(self.env_restarts)}
+        return {
+            "learner/wait_share": wait_s / max(elapsed, 1e-9),
+            "faults/actor_restarts": float(self.source.restarts),
+            "faults/env_restarts": float(self.env_restarts),
+        }
 
     def learner_publish(self) -> None:
         self.source.publish(self.learner.weights(), self.learner.version)
@@ -222,7 +225,7 @@ def name_sweep(cfg: DictConfig, sweep: str) -> None:
 
 
 def record_attempt(run_dir: Path) -> None:
-    """Append this start of the run (time, host, Slurm job and sweep) to run_info.json."""
+    """Append this start of the run (time, host, Slurm job ids) to run_info.json; config.yaml has the sweep."""
     path = run_dir / "run_info.json"
     info = json.loads(path.read_text()) if path.exists() else {"attempts": []}
     slurm_keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
@@ -250,12 +253,6 @@ def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None
 
 def _finite_or_none(x: float) -> float | None:
     return x if x == x and abs(x) != float("inf") else None
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
