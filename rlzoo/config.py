@@ -11,6 +11,8 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlzoo.models.precision import PRECISIONS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -118,7 +120,9 @@ def validate(cfg: DictConfig) -> None:
                 "runtime.learners"):
         check_number(cfg, key, integer=True, min_value=1)
     check_number(cfg, "runtime.learner_threads", integer=True, min_value=0)
+    check_number(cfg, "runtime.learner_chunk", integer=True, min_value=0)
     check_choice(cfg, "runtime.device", ["auto", "cpu", "cuda"])
+    check_choice(cfg, "runtime.precision", list(PRECISIONS))
     check_bool(cfg, "runtime.allow_oversubscribe")
     if cfg.runtime.batch_size % cfg.runtime.envs_per_actor:
         raise ConfigError(

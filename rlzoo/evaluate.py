@@ -36,7 +36,11 @@ def load_policy(path: Path) -> tuple[DictConfig, torch.nn.Module]:
 def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int, greedy: bool,
                  num_envs: int = 8, video_frames: list[np.ndarray] | None = None,
                  max_frames: int = 1000) -> list[dict[str, float]]:
-    """Play until `episodes` episodes finished; optionally record environment 0's first episode.
+    """Play `episodes` episodes, a fixed share from each environment; optionally record environment
+    0's first episode.
+
+    Taking whichever episodes finish first would favour short episodes (and bias the mean return);
+    each environment instead contributes its first `episodes // num_envs` (+1 for the first few).
 
     Procgen videos use the 64×64 observation (upscaled), which is what the agent saw; rendering
     full-size frames for every environment would slow evaluation down several times.
@@ -48,10 +52,12 @@ def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int,
     obs = env.reset()
     first = np.ones(num_envs, dtype=bool)
     state = model.initial_state(num_envs)
-    finished: list[dict[str, float]] = []
+    quota = np.full(num_envs, episodes // num_envs)
+    quota[: episodes % num_envs] += 1
+    kept: list[list[dict[str, float]]] = [[] for _ in range(num_envs)]
     recording = video_frames is not None
     try:
-        while len(finished) < episodes:
+        while any(len(k) < q for k, q in zip(kept, quota)):
             if recording:
                 frame = env.render(0)
                 video_frames.append(frame if full_render else frame.repeat(4, axis=0).repeat(4, axis=1))
@@ -59,10 +65,12 @@ def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int,
             obs, _, done, eps = env.step(actions.numpy())
             first = done.copy()
             recording = recording and not done[0] and len(video_frames) < max_frames
-            finished.extend(eps)
+            for i, episode in zip(np.flatnonzero(done).tolist(), eps, strict=True):  # eps come in env order
+                if len(kept[i]) < quota[i]:
+                    kept[i].append(episode)
     finally:
         env.close()
-    return finished[:episodes]
+    return [episode for env_episodes in kept for episode in env_episodes]
 
 
 def summarize(episodes: list[dict[str, float]]) -> dict[str, float]:

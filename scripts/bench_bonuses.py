@@ -69,29 +69,33 @@ def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def positions_per_episode(run_dir: Path, episodes: int, seed: int) -> list[int]:
-    """Distinct (x, y, depth) agent positions in each of `episodes` episodes of the trained policy."""
+    """Distinct (x, y, depth) agent positions in each of `episodes` episodes of the trained policy,
+    the first `episodes // 8` of each of 8 environments (the first to finish overall would favour
+    short episodes, which visit fewer positions)."""
     cfg, model = load_policy(run_dir)
     num_envs = min(8, episodes)
+    per_env = episodes // num_envs
     env = make_vec_env(cfg.env, num_envs, seed=seed + 10_000)  # levels the run has not trained on
     generator = torch.Generator().manual_seed(seed)
     obs = env.reset()
     first = np.ones(num_envs, dtype=bool)
     state = model.initial_state(num_envs)
     visited: list[set] = [set() for _ in range(num_envs)]
-    counts: list[int] = []
+    counts: list[list[int]] = [[] for _ in range(num_envs)]
     try:
-        while len(counts) < episodes:
+        while min(len(c) for c in counts) < per_env:
             for i in range(num_envs):
                 visited[i].add(tuple(obs["blstats"][i, [0, 1, 12]].tolist()))
             actions, _, state = model.act(obs, first, state, generator)
             obs, _, done, _ = env.step(actions.numpy())
             first = done.copy()
             for i in np.flatnonzero(done):
-                counts.append(len(visited[i]))
+                if len(counts[i]) < per_env:
+                    counts[i].append(len(visited[i]))
                 visited[i] = set()
     finally:
         env.close()
-    return counts[:episodes]
+    return [c for env_counts in counts for c in env_counts]
 
 
 def interquartile_mean(x: np.ndarray) -> float:

@@ -27,6 +27,28 @@ def raw_env_steps_per_second(env_cfg: Any, seconds: float = 10.0, seed: int = 0)
     return rate
 
 
+def stock_env_steps_per_second(name: str, seconds: float = 10.0, seed: int = 0) -> float:
+    """The same loop on the task exactly as NLE/MiniHack register it (gymnasium.make, default
+    observation keys): the raw speed a user of the plain environment sees."""
+    import gymnasium
+    import minihack  # noqa: F401  (registers MiniHack-*)
+    import nle  # noqa: F401  (registers NetHack*)
+
+    env = gymnasium.make(name)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            if terminated or truncated:
+                env.reset()
+        steps += 100
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
 def steady_state_steps_per_second(run_dir: Path, warmup_fraction: float = 0.2) -> float:
     """Training steps/s from a run's metric log, leaving out start-up (the first part of the run)."""
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

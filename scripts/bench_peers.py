@@ -57,8 +57,8 @@ ROLLOUT = 32  # unroll length T on both sides
 
 # The search grids, comparable in size: 12 points each.
 SF_WORKERS = (1, 2)
-SF_ENVS_PER_WORKER = (8, 16, 32)
-SF_BATCH = (512, 1024)  # samples (env steps) per learner batch
+SF_ENVS_PER_WORKER = (16, 32, 64)  # the same envs per process as rlzoo's grid
+SF_BATCH = (1024, 2048)  # samples (env steps) per learner batch: rlzoo's batches span 512 … 4096
 SF_SPLITS_DEFAULT = 2  # Sample Factory's default double buffering; 1 is tried on the winner
 RLZOO_ACTORS = (1, 2)
 RLZOO_ENVS_PER_ACTOR = (16, 32, 64)

@@ -2,7 +2,10 @@
 
     python scripts/bench_throughput.py MiniHack-Room-5x5-v0 [--seconds 60] [overrides ...]
 
-Last line: `ratio training/raw = R (training X steps/s, raw Y steps/s)`.
+Two ceilings, both one process stepping one environment with random actions: rlzoo's environment
+wrapper (which asks NLE only for the observations rlzoo uses) and, for NetHack/MiniHack, the task as
+registered by NLE/MiniHack with its default observations. Last line:
+`ratio training/raw = R (training X steps/s, raw Y steps/s); training/stock = S (stock Z steps/s)`.
 """
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import raw_env_steps_per_second, steady_state_steps_per_second  # noqa: E402
+from bench_common import (  # noqa: E402
+    raw_env_steps_per_second,
+    steady_state_steps_per_second,
+    stock_env_steps_per_second,
+)
 
 from rlzoo.config import load_config  # noqa: E402
 from rlzoo.runtime.trainer import train  # noqa: E402
@@ -38,6 +45,10 @@ def main() -> None:
     print(f"measuring raw {args.env} speed for {args.raw_seconds:.0f} s (1 process, random actions) …")
     raw = raw_env_steps_per_second(cfg.env, args.raw_seconds)
     print(f"raw: {raw:,.0f} steps/s")
+    stock = None
+    if family != "procgen":
+        stock = stock_env_steps_per_second(args.env, args.raw_seconds)
+        print(f"stock {args.env} (gymnasium.make, default observations): {stock:,.0f} steps/s")
     print(f"training for {args.seconds:.0f} s with runtime={cfg.runtime.name}, "
           f"{cfg.runtime.num_actors} actors × {cfg.runtime.envs_per_actor} envs, batch {cfg.runtime.batch_size} …")
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +56,10 @@ def main() -> None:
         trained = steady_state_steps_per_second(Path(tmp))
     print(f"training: {trained:,.0f} steps/s steady state ({summary['env_steps']:,} steps in "
           f"{summary['wall_time_s']:.0f} s, {summary['learner_steps']} learner steps)")
-    print(f"ratio training/raw = {trained / raw:.2f} (training {trained:,.0f} steps/s, raw {raw:,.0f} steps/s)")
+    line = f"ratio training/raw = {trained / raw:.2f} (training {trained:,.0f} steps/s, raw {raw:,.0f} steps/s)"
+    if stock is not None:
+        line += f"; training/stock = {trained / stock:.2f} (stock {stock:,.0f} steps/s)"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Benchmark: the whole offline Motif pipeline on NetHackScore with the score-gain annotator.
 
-1. collect random-policy pairs, 2. label them by in-game score gain, 3. train the reward model and
-report its accuracy on held-out non-tie pairs, 4. train an agent on the Motif reward alone
-(extrinsic_coef=0) and compare its mean in-game score with a random policy's over the same number
-of episodes. Every step resumes if the script is rerun with the same --out.
+1. collect random-policy pairs, 2. label them by in-game score gain, 3. train the reward model,
+report its accuracy on held-out non-tie pairs and the messages it ranks highest and lowest,
+4. train an agent on the Motif reward alone (extrinsic_coef=0) for --rl-steps environment steps,
+5. play the trained agent and a uniform-random policy for the same --eval-episodes episodes (the
+same evaluation environments and seeds, never used in training; NetHackScore's 5000-step cap) and
+compare their mean in-game scores: means ± standard errors and a bootstrap interval of the
+difference. Every step resumes if the script is rerun with the same --out.
 
-    python scripts/motif_pipeline.py --out motif_bench --pairs 40000 --rl-steps 200000
+    python scripts/motif_pipeline.py --out motif_bench
 
 `--oni` instead measures the learner's steps/s on NetHackScore without a bonus and with bonus=oni
 (each variant, annotator in a thread, labels from the loopback judge server), and the annotator's
@@ -21,11 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from rlzoo.bonuses.motif import read_threshold_and_exponent
 from rlzoo.config import load_config
 from rlzoo.envs import make_vec_env
-from rlzoo.evaluate import load_policy, run_episodes
+from rlzoo.motif.benchmark import (EpisodeMotifReturn, compare_means, mean_and_se, play_episodes, rank_messages,
+                                  wilson_interval)
 from rlzoo.motif.cli import compose, run_annotate, run_collect, run_train_reward
+from rlzoo.motif.dataset import PairDataset
 from rlzoo.motif.loopback_judge import LoopbackJudge
+from rlzoo.motif.policies import checkpoint_policy, random_policy
+from rlzoo.motif.reward_model import MotifReward
 from rlzoo.runtime.trainer import train
 
 ENV = "NetHackScore-v0"
@@ -33,26 +41,71 @@ ENV = "NetHackScore-v0"
 MODEL = ["model.use_full_map=false", "model.lstm_size=256", "model.fc_sizes=[256,256]"]
 RUNTIME = ["runtime=ray", "runtime.envs_per_actor=16", "runtime.batch_size=32", "runtime.unroll_length=32",
            "logger.progress=true", "logger.wandb=false"]
-
-
-def random_episodes(episodes: int, seed: int) -> list[dict[str, float]]:
-    env_cfg = {"name": ENV}
-    env = make_vec_env(env_cfg, 8, seed)
-    rng = np.random.default_rng(seed)
-    env.reset()
-    finished: list[dict[str, float]] = []
-    try:
-        while len(finished) < episodes:
-            _, _, _, eps = env.step(rng.integers(0, env.spec.num_actions, size=env.num_envs))
-            finished.extend(eps)
-    finally:
-        env.close()
-    return finished[:episodes]
+EVAL_ENVS = 8  # environments each evaluated policy plays; every one plays the same number of episodes
 
 
 def table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def accuracy_text(accuracy: float, pairs: int) -> str:
+    if pairs == 0:
+        return "no held-out pair has a preferred side (collect more pairs)"
+    low, high = wilson_interval(round(accuracy * pairs), pairs)
+    return f"{accuracy:.3f}  95% CI [{low:.3f}, {high:.3f}] over {pairs} pairs  (chance 0.500, target >= 0.800)"
+
+
+def reward_model_rows(dataset_dir: Path, reward: MotifReward, level: float | None, epsilon: float | None,
+                      shown: int = 5) -> list[tuple[str, str]]:
+    """What the reward model learned: ε, how much of the data passes it, the highest and lowest messages."""
+    ranked = rank_messages(PairDataset.open(dataset_dir), reward)
+    passing = sum(m.occurrences for m in ranked if epsilon is None or m.z > epsilon)
+    share = f"{passing / sum(m.occurrences for m in ranked):.1%} of message occurrences have z > ε"
+    threshold = "none" if epsilon is None else f"{epsilon:.3f} (quantile {level} of z over unique messages)"
+    rows = [("threshold ε", f"{threshold}; {len(ranked)} unique messages, {share}")]
+    for label, part in (("highest z", ranked[:shown]), ("lowest z", ranked[-shown:])):
+        rows += [(f"{label} {i + 1}", f"z {m.z:6.2f}  mean score gain {m.mean_score_gain:5.1f}  n {m.occurrences:5d}  "
+                                      f"{m.text[:60]!r}") for i, m in enumerate(part)]
+    return rows
+
+
+def evaluate(policy: str, episodes: int, seed: int, reward: MotifReward, epsilon: float | None,
+             beta: float) -> list[dict[str, float]]:
+    """`episodes` NetHackScore episodes of `policy` ("random" or a run directory), its actions sampled."""
+    env = make_vec_env({"name": ENV}, EVAL_ENVS, seed)
+    try:
+        act = (random_policy(env.spec.num_actions, seed) if policy == "random"
+               else checkpoint_policy(policy, EVAL_ENVS, seed))
+        return play_episodes(env, act, episodes // EVAL_ENVS, EpisodeMotifReturn(reward, epsilon, beta, EVAL_ENVS))
+    finally:
+        env.close()
+
+
+def comparison_rows(agent: list[dict[str, float]], rand: list[dict[str, float]]) -> list[tuple[str, str]]:
+    def values(episodes: list[dict[str, float]], key: str) -> np.ndarray:
+        return np.array([e[key] for e in episodes], dtype=np.float64)
+
+    score = compare_means(values(agent, "score"), values(rand, "score"))
+    if score.ci_low > 0:
+        verdict = "yes: the whole 95% interval of the difference lies above 0"
+    elif score.ci_high < 0:
+        verdict = "no: the random policy scores higher (the whole interval lies below 0)"
+    else:
+        verdict = "no: the 95% interval of the difference contains 0"
+    rows = [
+        ("in-game score, Motif agent", f"{score.mean_a:6.1f} ± {score.se_a:4.1f} (SE)   median {np.median(values(agent, 'score')):5.1f}"),
+        ("in-game score, random policy", f"{score.mean_b:6.1f} ± {score.se_b:4.1f} (SE)   median {np.median(values(rand, 'score')):5.1f}"),
+        ("score difference, agent − random", f"{score.diff:+6.1f}   95% bootstrap CI [{score.ci_low:+.1f}, {score.ci_high:+.1f}]"),
+    ]
+    # Where the score comes from: experience (about 4 per point, from kills), gold, 50 per level below the first.
+    for key, label, digits in (("motif_return", "Motif reward (r_int) per episode", 1),
+                               ("experience", "experience points", 1), ("gold", "gold", 1),
+                               ("depth", "deepest dungeon level", 2), ("length", "episode length (steps)", 0)):
+        (a, a_se), (b, b_se) = mean_and_se(values(agent, key)), mean_and_se(values(rand, key))
+        rows.append((f"{label}, agent / random", f"{a:.{digits}f} ± {a_se:.{digits}f}  /  {b:.{digits}f} ± {b_se:.{digits}f}"))
+    rows.append(("Motif agent beats random", verdict))
+    return rows
 
 
 def offline(args: argparse.Namespace) -> None:
@@ -70,34 +123,36 @@ def offline(args: argparse.Namespace) -> None:
         f"dataset_dir={data}", "labels_name=score_gain", f"out_path={model_path}", f"train.epochs={args.epochs}",
         "train.batch_size=512", "train.lr=0.0003", f"train.seed={args.seed}",
     ]))
+    # Motif reward alone: no extrinsic reward reaches the agent. coef 1: a kill's or gold pickup's
+    # z of about 20 is clipped to 1 (algo.reward_clip) with the paper's 0.1 as well.
+    cfg = load_config([
+        f"env.name={ENV}", "experiment=nethack_score", *RUNTIME, *MODEL, "bonus=motif",
+        f"bonus.reward_model_path={model_path}", "bonus.extrinsic_coef=0.0", "bonus.coef=1.0",
+        f"total_steps={args.rl_steps}", f"seed={args.seed}", f"output_root={out}",
+    ])
+    reward = MotifReward.load(model_path)
+    level, beta = read_threshold_and_exponent(cfg.bonus)
+    epsilon = None if level is None else reward.quantile(level)
     rows = [
-        ("pairs collected", str(collected["pairs"])),
+        ("pairs collected (random policy)", str(collected["pairs"])),
         ("labels FIRST/SECOND/TIE", "/".join(str(labelled["counts"].get(k, 0)) for k in ("FIRST", "SECOND", "TIE"))),
         ("held-out non-tie pairs", str(trained["val_non_tie_pairs"])),
-        ("reward-model accuracy (held-out, non-tie)", f"{trained['val_accuracy']:.3f}  (chance 0.500, target >= 0.800)"),
+        ("reward-model accuracy (held-out, non-tie)", accuracy_text(trained["val_accuracy"], trained["val_non_tie_pairs"])),
+        *reward_model_rows(data, reward, level, epsilon),
     ]
     if args.rl_steps > 0:
         run_dir = out / "motif_agent"
-        cfg = load_config([
-            f"env.name={ENV}", "experiment=nethack_score", *RUNTIME, *MODEL, "bonus=motif",
-            f"bonus.reward_model_path={model_path}", "bonus.extrinsic_coef=0.0", "bonus.coef=1.0",
-            f"total_steps={args.rl_steps}", f"seed={args.seed}", f"output_root={out}",
-        ])
         summary = train(cfg, run_dir)
-        _, model = load_policy(run_dir)
-        agent = run_episodes(model, {"name": ENV}, args.eval_episodes, seed=args.seed + 1000, greedy=False)
-        rand = random_episodes(args.eval_episodes, seed=args.seed + 1000)
-        agent_scores = np.array([e["score"] for e in agent])
-        rand_scores = np.array([e["score"] for e in rand])
-        agent_score, rand_score = float(agent_scores.mean()), float(rand_scores.mean())
-        # Standard errors: with few long NetHack episodes the means are noisy; compare with care.
-        agent_se = float(agent_scores.std(ddof=1) / np.sqrt(len(agent_scores)))
-        rand_se = float(rand_scores.std(ddof=1) / np.sqrt(len(rand_scores)))
+        agent = evaluate(str(run_dir), args.eval_episodes, args.eval_seed, reward, epsilon, beta)
+        rand = evaluate("random", args.eval_episodes, args.eval_seed, reward, epsilon, beta)
         rows += [
-            ("RL steps (Motif reward only)", f"{summary['env_steps']}  ({summary['steps_per_second']:.0f} steps/s)"),
-            (f"mean in-game score, Motif agent ({args.eval_episodes} ep.)", f"{agent_score:.1f} ± {agent_se:.1f}"),
-            (f"mean in-game score, random policy ({args.eval_episodes} ep.)", f"{rand_score:.1f} ± {rand_se:.1f}"),
-            ("Motif agent beats random (means)", str(agent_score > rand_score)),
+            ("RL on Motif reward only", f"{summary['env_steps']} env steps, {summary['steps_per_second']:.0f} steps/s, "
+                                        f"{summary['wall_time_s']:.0f} s"),
+            ("comparison", f"the agent after {summary['env_steps']} training steps vs a uniform-random policy, "
+                           f"both playing the same {len(agent)} episodes"),
+            ("evaluation episodes", f"{len(agent) // EVAL_ENVS} on each of {EVAL_ENVS} environments seeded {args.eval_seed} "
+                                    "(not used in training), capped at 5000 steps, actions sampled"),
+            *comparison_rows(agent, rand),
         ]
     rows.append(("wall time", f"{time.monotonic() - start:.0f} s"))
     print("\nMotif offline pipeline on " + ENV)
@@ -132,12 +187,16 @@ def main() -> None:
     parser.add_argument("--out", default="motif_bench", help="working directory (datasets, runs); reruns resume")
     parser.add_argument("--pairs", type=int, default=40000, help="pairs to collect")
     parser.add_argument("--epochs", type=int, default=3, help="reward-model epochs")
-    parser.add_argument("--rl-steps", type=int, default=200000, help="agent training steps (0 = skip RL)")
-    parser.add_argument("--eval-episodes", type=int, default=16, help="episodes for each mean score")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rl-steps", type=int, default=3000000, help="agent training steps (0 = skip RL)")
+    parser.add_argument("--eval-episodes", type=int, default=384,
+                        help=f"episodes each policy plays in the evaluation (a multiple of {EVAL_ENVS})")
+    parser.add_argument("--seed", type=int, default=0, help="collection, reward-model and agent training seed")
+    parser.add_argument("--eval-seed", type=int, default=12345, help="evaluation environments' seed")
     parser.add_argument("--oni", action="store_true", help="measure learner steps/s with and without ONI instead")
     parser.add_argument("--oni-steps", type=int, default=4000, help="steps per run with --oni")
     args = parser.parse_args()
+    if args.eval_episodes < EVAL_ENVS or args.eval_episodes % EVAL_ENVS:
+        parser.error(f"--eval-episodes must be a positive multiple of {EVAL_ENVS}")
     oni(args) if args.oni else offline(args)
 
 

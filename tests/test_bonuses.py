@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from rlzoo.bonuses import BONUS_REGISTRY, build_bonus
 from rlzoo.bonuses.base import BatchContext, batch_waves
 from rlzoo.bonuses.counting import EpisodicCounts, GlobalCounts, state_hashes
-from rlzoo.bonuses.e3b import elliptical_bonuses, elliptical_step
+from rlzoo.bonuses.e3b import elliptical_bonuses
 from rlzoo.bonuses.global_episodic import combine
 from rlzoo.bonuses.noveld import noveld_reward
 from rlzoo.bonuses.normalization import IntrinsicNormalizer, RunningMeanStd
@@ -95,7 +95,29 @@ def run(bonus, batch):
 
 
 # ---- E3B ---------------------------------------------------------------------------------------
-def test_sherman_morrison_matches_explicit_inverse():
+def sherman_morrison_step(cov_inv: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """The paper's rank-1 step, one observation at a time: b = φᵀC⁻¹φ, then C⁻¹ ← (C + φφᵀ)⁻¹."""
+    u = torch.bmm(cov_inv, phi.unsqueeze(-1)).squeeze(-1)
+    bonus = (u * phi).sum(-1)
+    cov_inv -= u.unsqueeze(-1) * (u / (1.0 + bonus).unsqueeze(-1)).unsqueeze(1)
+    return bonus
+
+
+def sequential_elliptical_bonuses(cov_inv, phi, dones, fresh, ridge):
+    """Plain reference of `elliptical_bonuses`: a loop over steps with rank-1 updates."""
+    initial = torch.eye(phi.shape[-1], dtype=phi.dtype) / ridge
+    cov_inv[fresh] = initial
+    registered = cov_inv.clone()
+    sherman_morrison_step(registered, phi[0])
+    cov_inv[fresh] = registered[fresh]  # obs[0] is a visit only where a new episode starts at it
+    out = torch.empty(dones.shape, dtype=phi.dtype)
+    for t in range(dones.shape[0]):
+        cov_inv[dones[t]] = initial
+        out[t] = sherman_morrison_step(cov_inv, phi[t + 1])
+    return out
+
+
+def test_sherman_morrison_reference_matches_explicit_inverse():
     torch.manual_seed(0)
     ridge, dim, cols = 0.1, 6, 3
     phis = torch.randn(10, cols, dim, dtype=torch.float64)
@@ -103,20 +125,56 @@ def test_sherman_morrison_matches_explicit_inverse():
     cov = torch.eye(dim, dtype=torch.float64).repeat(cols, 1, 1) * ridge
     for phi in phis:
         expected_bonus = torch.einsum("bi,bij,bj->b", phi, torch.linalg.inv(cov), phi)
-        bonus = elliptical_step(cov_inv, phi)
+        bonus = sherman_morrison_step(cov_inv, phi)
         cov = cov + phi.unsqueeze(-1) * phi.unsqueeze(-2)
         torch.testing.assert_close(bonus, expected_bonus)
         torch.testing.assert_close(cov_inv, torch.linalg.inv(cov))
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 2e-4)])
+def test_unroll_at_once_equals_rank1_steps(dtype, tol):
+    torch.manual_seed(0)
+    ridge, steps, cols, dim = 0.1, 12, 6, 5
+    phi = torch.randn(steps + 1, cols, dim, dtype=dtype)
+    dones = torch.rand(steps, cols) < 0.2
+    dones[:, 0] = False  # one env runs through the whole unroll
+    dones[[2, 3], 1] = True  # back-to-back episode ends
+    dones[-1, 2] = True  # an episode ends on the last step
+    fresh = torch.tensor([False, True, False, True, False, False])
+    start = torch.linalg.inv(ridge * torch.eye(dim, dtype=dtype) + 0.5 * torch.einsum(
+        "nbi,nbj->bij", *(2 * [torch.randn(3, cols, dim, dtype=dtype)])))  # mid-episode carried C⁻¹
+    expected_cov, cov = start.clone(), start.clone()
+    expected = sequential_elliptical_bonuses(expected_cov, phi, dones, fresh, ridge)
+    out = elliptical_bonuses(cov, phi, dones, fresh, ridge)
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(cov, expected_cov, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0, 1000.0])
+def test_unroll_at_once_survives_large_near_repeated_embeddings(scale):
+    """φ that grows large and repeats itself (a trained E3B encoder) must not break the factorisation."""
+    torch.manual_seed(1)
+    steps, cols, dim, ridge = 32, 4, 64, 0.1
+    base = torch.randn(2, dim, dtype=torch.float64)
+    phi = scale * (base[torch.randint(0, 2, (steps + 1, cols))] + 1e-4 * torch.randn(steps + 1, cols, dim, dtype=torch.float64))
+    dones = torch.zeros(steps, cols, dtype=torch.bool)
+    expected_cov = torch.eye(dim, dtype=torch.float64).repeat(cols, 1, 1) / ridge
+    cov = expected_cov.clone()
+    expected = sequential_elliptical_bonuses(expected_cov, phi, dones, torch.ones(cols, dtype=torch.bool), ridge)
+    out = elliptical_bonuses(cov, phi, dones, torch.ones(cols, dtype=torch.bool), ridge)
+    assert torch.isfinite(out).all() and (out >= 0).all()
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_repeated_embedding_bonus_decays_as_closed_form():
-    ridge = 0.1
-    phi = torch.tensor([[0.6, -0.3, 1.2]], dtype=torch.float64)
-    sq = float(phi.square().sum())
+    ridge, steps = 0.1, 8
+    phi = torch.tensor([0.6, -0.3, 1.2], dtype=torch.float64).expand(steps + 1, 1, 3).clone()
+    sq = float(phi[0].square().sum())
     cov_inv = torch.eye(3, dtype=torch.float64).unsqueeze(0) / ridge
-    for n in range(8):
-        bonus = float(elliptical_step(cov_inv, phi))
-        assert bonus == pytest.approx(sq / (ridge + n * sq), rel=1e-9)
+    out = elliptical_bonuses(cov_inv, phi, torch.zeros(steps, 1, dtype=torch.bool), torch.tensor([True]), ridge)
+    # obs[0] is visit 1, so obs[t+1] is visit t+2: its bonus is computed after n = t+1 earlier visits.
+    expected = torch.tensor([sq / (ridge + (t + 1) * sq) for t in range(steps)], dtype=torch.float64)
+    torch.testing.assert_close(out[:, 0], expected, rtol=1e-9, atol=0)
 
 
 def test_elliptical_bonuses_reset_at_done_and_register_first_state():

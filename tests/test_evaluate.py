@@ -3,8 +3,11 @@ import subprocess
 import sys
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
+import torch
 
+from rlzoo import evaluate
 from rlzoo.runtime.trainer import train
 
 
@@ -36,3 +39,38 @@ def test_nethack_full_network_trains_serially(compose, tmp_path):
     summary = train(compose(["experiment=nethack_score", "total_steps=64", "runtime.unroll_length=8",
                              "model.use_message=true"]), tmp_path)
     assert summary["env_steps"] == 64 and summary["learner_steps"] == 2
+
+
+class _ShortAndLongEpisodes:
+    """Env 0's episodes last 1 step, env 1's last 10: a length-biased sampler would mostly see env 0."""
+
+    num_envs = 2
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def reset(self):
+        return {"x": np.zeros((2, 1), np.float32)}
+
+    def step(self, actions):
+        self.t += 1
+        done = np.array([True, self.t % 10 == 0])
+        eps = [{"length": 1.0}] + ([{"length": 10.0}] if done[1] else [])
+        return self.reset(), np.zeros(2, np.float32), done, eps
+
+    def close(self) -> None:
+        pass
+
+
+class _ConstantPolicy(torch.nn.Module):
+    def initial_state(self, batch_size):
+        return ()
+
+    def act(self, obs, first, state, generator, greedy):
+        return torch.zeros(len(first), dtype=torch.int64), None, state
+
+
+def test_run_episodes_takes_an_equal_share_from_every_env(monkeypatch):
+    monkeypatch.setattr(evaluate, "make_vec_env", lambda *args, **kwargs: _ShortAndLongEpisodes())
+    episodes = evaluate.run_episodes(_ConstantPolicy(), {"family": "minihack"}, 6, seed=0, greedy=True, num_envs=2)
+    assert sorted(ep["length"] for ep in episodes) == [1, 1, 1, 10, 10, 10]

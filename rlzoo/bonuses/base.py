@@ -5,6 +5,7 @@ A bonus is owned by the learner. Per batch the learner calls `intrinsic_reward(b
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from rlzoo.bonuses.normalization import IntrinsicNormalizer, NORMALIZE_MODES
+from rlzoo.models.precision import autocast
 
 BONUS_REGISTRY: dict[str, type["Bonus"]] = {}
 OPTIMIZERS = ("adam", "rmsprop")
@@ -31,13 +33,21 @@ def register_bonus(name: str) -> Callable[[type["Bonus"]], type["Bonus"]]:
     return decorate
 
 
-def create_bonus(cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> "Bonus":
-    """Instantiate the registered bonus named by `cfg.name` (modules must already be imported)."""
+def create_bonus(cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any,
+                 compute_dtype: torch.dtype = torch.float32) -> "Bonus":
+    """Instantiate the registered bonus named by `cfg.name` (modules must already be imported).
+
+    `compute_dtype` is the learner's precision (models/precision.py), used by the bonus's networks.
+    """
     name = cfg_get(cfg, "name", str)
     if name not in BONUS_REGISTRY:
         allowed = ", ".join(["none", *sorted(BONUS_REGISTRY)])
         raise ValueError(f"bonus.name={name!r} is not a known bonus; allowed: {allowed}")
-    return BONUS_REGISTRY[name](cfg, spec, model_cfg, num_envs, device)
+    bonus = BONUS_REGISTRY[name](cfg, spec, model_cfg, num_envs, device)
+    for part in bonus.modules():  # a combined bonus holds its parts as submodules
+        if isinstance(part, Bonus):
+            part.compute_dtype = compute_dtype
+    return bonus
 
 
 _MISSING = object()
@@ -99,6 +109,7 @@ class Bonus(nn.Module):
         self.model_cfg = model_cfg
         self.num_envs = num_envs
         self.device = torch.device(device)
+        self.compute_dtype = torch.float32  # set by create_bonus to the learner's precision
         self.num_actions = int(spec.num_actions)
         # Read by the learner; checked here so that a bad value fails before training starts.
         cfg_get(cfg, "coef", float)
@@ -196,6 +207,10 @@ class Bonus(nn.Module):
         total.backward()
         self.optimizer.step()
         return {f"loss/{key}": value.item() for key, value in losses.items()}
+
+    def network_autocast(self) -> contextlib.AbstractContextManager:
+        """Run the bonus's networks in the learner's precision; rewards and state updates stay float32."""
+        return autocast(self.compute_dtype, self.device)
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         """The bonus's own optimizer from `bonus.optimizer` and `bonus.lr`."""

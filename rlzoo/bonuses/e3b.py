@@ -1,9 +1,9 @@
 """E3B (Henaff et al. 2022): elliptical episodic bonus b = φ(s′)ᵀ C⁻¹ φ(s′).
 
 C⁻¹ is kept per environment in the learner, starts at I/λ each episode, and after each bonus takes
-the rank-1 Sherman–Morrison step C⁻¹ ← C⁻¹ − uuᵀ/(1 + b), u = C⁻¹φ, i.e. C ← C + φφᵀ. φ is the
-policy-style torso trained only by inverse dynamics (pairs crossing an episode end are masked; the
-original reference did not mask them).
+the rank-1 Sherman–Morrison step C⁻¹ ← C⁻¹ − uuᵀ/(1 + b), u = C⁻¹φ, i.e. C ← C + φφᵀ, computed a
+whole unroll at a time (`elliptical_bonuses`). φ is the policy-style torso trained only by inverse
+dynamics (pairs crossing an episode end are masked; the original reference did not mask them).
 """
 from __future__ import annotations
 
@@ -16,40 +16,45 @@ from rlzoo.bonuses.dynamics import InverseDynamics
 from rlzoo.bonuses.encoders import build_embedding
 
 
-def elliptical_step(cov_inv: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """Bonus φᵀC⁻¹φ [B] for C⁻¹ [B, d, d] and φ [B, d]; updates C⁻¹ in place to (C + φφᵀ)⁻¹."""
-    u = torch.bmm(cov_inv, phi.unsqueeze(-1)).squeeze(-1)
-    bonus = (u * phi).sum(-1)
-    cov_inv.baddbmm_(u.unsqueeze(-1), (u / (1.0 + bonus).unsqueeze(-1)).unsqueeze(1), alpha=-1.0)
-    return bonus
-
-
 def elliptical_bonuses(
     cov_inv: torch.Tensor, phi: torch.Tensor, dones: torch.Tensor, fresh: torch.Tensor, ridge: float
 ) -> torch.Tensor:
     """Bonuses [T, B] of obs[1..T] for one wave of distinct environments.
 
-    cov_inv [B, d, d] is each env's C⁻¹ before obs[0] (updated in place); phi [T+1, B, d];
-    fresh [B] marks envs whose episode starts at obs[0] (C⁻¹ reset, obs[0] registered).
-    On dones[t], C⁻¹ resets before obs[t+1], the new episode's first state, is registered.
+    cov_inv [B, d, d] is each env's C⁻¹ before obs[0] (replaced by its C⁻¹ after obs[T]);
+    phi [T+1, B, d]; fresh [B] marks envs whose episode starts at obs[0] (C⁻¹ reset, obs[0]
+    registered). On dones[t], C⁻¹ resets before obs[t+1], the new episode's first state, is registered.
+
+    The result equals T rank-1 Sherman–Morrison steps, b_t = φ_tᵀC_t⁻¹φ_t then C_{t+1} = C_t + φ_tφ_tᵀ,
+    computed for the whole unroll at once: with A the C⁻¹ an episode segment starts from and
+    M = I + ΦAΦᵀ, the LDLᵀ pivots of M are exactly 1 + b_t (M's Schur complements), so
+    b = diag(chol(M))² − 1, and Woodbury gives the final C⁻¹ = A − AΦᵀM⁻¹ΦA. This reads each d×d
+    matrix twice per unroll instead of twice per step, which is what made the step loop slow.
     """
-    initial = torch.eye(phi.shape[-1], device=phi.device, dtype=cov_inv.dtype) / ridge
-    if fresh.any():
-        cov_inv[fresh] = initial
-        elliptical_step_subset(cov_inv, phi[0], fresh)
-    out = torch.empty(dones.shape, device=phi.device, dtype=cov_inv.dtype)
-    for t in range(dones.shape[0]):
-        if dones[t].any():
-            cov_inv[dones[t]] = initial
-        out[t] = elliptical_step(cov_inv, phi[t + 1])
-    return out
+    steps, cols, dim = dones.shape[0], dones.shape[1], phi.shape[-1]
+    x = phi.transpose(0, 1)  # [B, T+1, d]
+    # Episode segment of every observation: a done at t starts a new episode at obs[t+1].
+    segment = torch.zeros(cols, steps + 1, dtype=torch.long, device=phi.device)
+    segment[:, 1:] = dones.t().long().cumsum(1)
+    registered = torch.ones(cols, steps + 1, dtype=torch.bool, device=phi.device)
+    registered[:, 0] = fresh  # otherwise obs[0] was registered as the previous unroll's obs[T]
+    carried = (segment == 0) & ~fresh[:, None]  # measured against the carried C⁻¹, not I/λ
 
+    projected = torch.bmm(x, cov_inv)  # rows (Aφ)ᵀ for the carried A
+    gram = torch.where(carried[:, :, None] & carried[:, None, :], torch.bmm(projected, x.transpose(1, 2)),
+                       torch.bmm(x, x.transpose(1, 2)) / ridge)
+    together = (segment[:, :, None] == segment[:, None, :]) & registered[:, :, None] & registered[:, None, :]
+    eye = torch.eye(steps + 1, device=phi.device, dtype=x.dtype)
+    chol = torch.linalg.cholesky(eye + gram * together)
+    bonus = chol.diagonal(dim1=1, dim2=2).square() - 1.0
 
-def elliptical_step_subset(cov_inv: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor) -> None:
-    """`elliptical_step` on the envs selected by `mask` only."""
-    subset = cov_inv[mask]
-    elliptical_step(subset, phi[mask])
-    cov_inv[mask] = subset
+    # C⁻¹ after obs[T]: Woodbury over the observations of the episode still running.
+    running = (segment == segment[:, -1:]) & registered
+    keeps_carried = carried[:, -1, None, None]
+    a_proj = torch.where(keeps_carried, projected.transpose(1, 2), x.transpose(1, 2) / ridge) * running[:, None, :]
+    start = torch.where(keeps_carried, cov_inv, torch.eye(dim, device=phi.device, dtype=x.dtype) / ridge)
+    cov_inv.copy_(start - torch.bmm(a_proj, torch.cholesky_solve(a_proj.transpose(1, 2), chol)))
+    return bonus[:, 1:].t()
 
 
 @register_bonus("e3b")
@@ -61,16 +66,18 @@ class E3BBonus(Bonus):
             raise ValueError(f"bonus.ridge={self.ridge} must be positive")
         self.encoder, dim = build_embedding(model_cfg, spec)
         self.inverse_dynamics = InverseDynamics(dim, self.num_actions)
-        # Per-env C⁻¹, part of the checkpoint; an env's first unroll resets its own entry.
-        self.register_buffer("cov_inverse", torch.eye(dim).repeat(num_envs, 1, 1) / self.ridge)
+        # Per-env C⁻¹, part of the checkpoint; an env's first unroll resets its own entry. float64:
+        # with large or near-repeated φ the unroll's factorisation loses definiteness in float32.
+        self.register_buffer("cov_inverse", torch.eye(dim, dtype=torch.float64).repeat(num_envs, 1, 1) / self.ridge)
         self.to(self.device)
         self.optimizer = self.make_optimizer([*self.encoder.parameters(), *self.inverse_dynamics.parameters()])
 
     def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
-        phi = self.encoder(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
-        features = phi.detach()
-        reward = torch.empty(steps, cols, device=self.device)
+        with self.network_autocast():
+            phi = self.encoder(flat_obs(batch["obs"])).float().view(steps + 1, cols, -1)
+        features = phi.detach().double()
+        reward = torch.empty(steps, cols, device=self.device, dtype=torch.float64)
         fresh = torch.as_tensor(ctx.fresh, device=self.device)
         for wave in ctx.waves:
             idx = torch.as_tensor(wave, device=self.device)
@@ -78,7 +85,7 @@ class E3BBonus(Bonus):
             cov_inv = self.cov_inverse[envs]
             reward[:, idx] = elliptical_bonuses(cov_inv, features[:, idx], ctx.dones[:, idx], fresh[idx], self.ridge)
             self.cov_inverse[envs] = cov_inv
-        return reward, phi
+        return reward.float(), phi
 
     def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
         actions = batch["actions"].to(self.device)

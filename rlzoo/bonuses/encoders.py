@@ -42,17 +42,18 @@ def mlp_head(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequenti
 
 
 class SymbolicTrunk(nn.Module):
-    """NetHack/MiniHack feature trunk for RND: glyph embedding → strided convs over the map and the
-    crop; whitened blstats → linear. Glyph ids are categorical, so only blstats are whitened."""
+    """NetHack/MiniHack feature trunk for RND: glyph embedding → convs over the crop (and, when the
+    policy reads it, strided convs over the full map); whitened blstats → linear. Glyph ids are
+    categorical, so only blstats are whitened."""
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: Any, use_full_map: bool) -> None:
         super().__init__()
         self.embed = nn.Embedding(NUM_GLYPHS, GLYPH_EMBEDDING)
         self.map_conv = nn.Sequential(
             nn.Conv2d(GLYPH_EMBEDDING, 32, 3, stride=2), nn.LeakyReLU(),
             nn.Conv2d(32, 32, 3, stride=2), nn.LeakyReLU(),
             nn.Conv2d(32, 32, 3, stride=2), nn.LeakyReLU(), nn.Flatten(),
-        )
+        ) if use_full_map else None
         self.crop_conv = nn.Sequential(
             nn.Conv2d(GLYPH_EMBEDDING, 32, 3), nn.LeakyReLU(),
             nn.Conv2d(32, 32, 3), nn.LeakyReLU(), nn.Flatten(),
@@ -63,9 +64,11 @@ class SymbolicTrunk(nn.Module):
             self.out_dim = self(dummy_obs(spec), torch.zeros(1, blstats_dim)).shape[-1]
 
     def forward(self, obs: dict[str, torch.Tensor], whitened_blstats: torch.Tensor) -> torch.Tensor:
-        glyphs = self.embed(obs["glyphs"].long()).permute(0, 3, 1, 2)
         crop = self.embed(obs["crop"].long()).permute(0, 3, 1, 2)
-        return torch.cat([self.map_conv(glyphs), self.crop_conv(crop), self.blstats(whitened_blstats)], dim=-1)
+        parts = [self.crop_conv(crop), self.blstats(whitened_blstats)]
+        if self.map_conv is not None:
+            parts.append(self.map_conv(self.embed(obs["glyphs"].long()).permute(0, 3, 1, 2)))
+        return torch.cat(parts, dim=-1)
 
 
 class PixelTrunk(nn.Module):
@@ -91,21 +94,22 @@ class RandomNetworkDistillation(nn.Module):
     """RND's fixed random target f and trained predictor f̂ over whitened observations.
 
     As in Burda et al., the predictor has two more hidden layers than the target. `forward`
-    returns f̂(x) − f(x) [N, out_dim]; the target never receives gradient.
+    returns f̂(x) − f(x) [N, out_dim]; the target never receives gradient. On NetHack/MiniHack both
+    read what the policy reads: the full map only when the policy's model uses it (`use_full_map`),
+    since its convolutions would otherwise cost several times the policy's own update.
     """
 
-    def __init__(self, spec: Any, out_dim: int, hidden: int, obs_clip: float) -> None:
+    def __init__(self, spec: Any, out_dim: int, hidden: int, obs_clip: float, use_full_map: bool) -> None:
         super().__init__()
         self.pixels = spec.family == "procgen"
-        trunk = PixelTrunk if self.pixels else SymbolicTrunk
         if self.pixels:
             height, width, channels = spec.obs_space["rgb"][0]
             self.whitener = ObservationWhitener((channels, height, width), obs_clip)
         else:
             self.whitener = ObservationWhitener(tuple(spec.obs_space["blstats"][0]), obs_clip)
-        self.target_trunk = trunk(spec)
+        self.target_trunk = PixelTrunk(spec) if self.pixels else SymbolicTrunk(spec, use_full_map)
         self.target_head = mlp_head(self.target_trunk.out_dim, out_dim, hidden, layers=0)
-        self.predictor_trunk = trunk(spec)
+        self.predictor_trunk = PixelTrunk(spec) if self.pixels else SymbolicTrunk(spec, use_full_map)
         self.predictor_head = mlp_head(self.predictor_trunk.out_dim, out_dim, hidden, layers=2)
         for p in [*self.target_trunk.parameters(), *self.target_head.parameters()]:
             p.requires_grad_(False)
@@ -123,5 +127,9 @@ class RandomNetworkDistillation(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         whitened = self.whitener(self._whitened_input(obs))
         with torch.no_grad():
-            target = self.target_head(self.target_trunk(obs, whitened))
-        return self.predictor_head(self.predictor_trunk(obs, whitened)) - target
+            target_features = self.target_trunk(obs, whitened)
+        predictor_features = self.predictor_trunk(obs, whitened)
+        # The bonus is a small difference of two outputs, so the heads always run in float32.
+        with torch.autocast(whitened.device.type, enabled=False):
+            target = self.target_head(target_features.float())
+            return self.predictor_head(predictor_features.float()) - target

@@ -36,7 +36,8 @@ class NovelDBonus(Bonus):
     def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
         self.rnd.observe(flat_obs(batch["obs"], start=1))  # obs[0] was observed as the previous obs[T]
-        diff = self.rnd(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
+        with self.network_autocast():
+            diff = self.rnd(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
         novelty = diff.detach().norm(dim=-1)
         counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
         first_visit = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)

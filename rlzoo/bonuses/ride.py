@@ -38,7 +38,8 @@ class RIDEBonus(Bonus):
 
     def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
-        phi = self.encoder(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
+        with self.network_autocast():
+            phi = self.encoder(flat_obs(batch["obs"])).float().view(steps + 1, cols, -1)
         counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
         counts_t = torch.as_tensor(counts, device=self.device)
         return impact_reward(phi.detach(), counts_t), phi

@@ -18,7 +18,8 @@ def build_rnd_network(bonus: Bonus) -> RandomNetworkDistillation:
     obs_clip = cfg_get(bonus.cfg, "obs_clip", float)
     if min(out_dim, hidden) <= 0 or obs_clip <= 0:
         raise ValueError("bonus.out_dim, bonus.hidden and bonus.obs_clip must be positive")
-    return RandomNetworkDistillation(bonus.spec, out_dim, hidden, obs_clip)
+    use_full_map = bool(bonus.model_cfg.get("use_full_map", False))
+    return RandomNetworkDistillation(bonus.spec, out_dim, hidden, obs_clip, use_full_map)
 
 
 def predictor_loss(sq_error: torch.Tensor, proportion: float) -> torch.Tensor:
@@ -45,7 +46,8 @@ class RNDBonus(Bonus):
         steps, cols = ctx.dones.shape
         next_obs = flat_obs(batch["obs"], start=1)
         self.rnd.observe(next_obs)
-        sq_error = self.rnd(next_obs).square().mean(-1).view(steps, cols)
+        with self.network_autocast():
+            sq_error = self.rnd(next_obs).square().mean(-1).view(steps, cols)
         return sq_error.detach(), sq_error
 
     def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:

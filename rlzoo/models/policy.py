@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlzoo.models.precision import autocast
+
 
 class Policy(nn.Module):
     """forward(obs [T, B, ...], first [T, B], state) -> ({logits, baseline[, int_baseline]}, state)."""
@@ -24,11 +26,11 @@ class Policy(nn.Module):
         self.int_baseline_head = nn.Linear(core_dim, 1) if intrinsic_value_head else None
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
-        """Zero (h, c), each [batch_size, lstm_size], on the model's device; () without LSTM."""
+        """Zero (h, c), each [batch_size, lstm_size], on the model's device and in its dtype; () without LSTM."""
         if self.lstm is None:
             return ()
-        device = self.policy_head.weight.device
-        zeros = torch.zeros(batch_size, self.lstm.hidden_size, device=device)
+        weight = self.policy_head.weight
+        zeros = torch.zeros(batch_size, self.lstm.hidden_size, device=weight.device, dtype=weight.dtype)
         return (zeros, zeros.clone())
 
     def forward(
@@ -63,10 +65,14 @@ class Policy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """One step of B environments from numpy observations [B, ...]: (actions [B], logits [B, A], state).
 
-        Actions are sampled from the policy (or its most likely action when `greedy`).
+        Actions are sampled from the policy (or its most likely action when `greedy`). A model cast to
+        bfloat16 computes in bfloat16 (see models/precision.py); the logits come back as float32.
         """
-        out, state = self({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]), state)
-        logits = out["logits"][0]
+        weight = self.policy_head.weight
+        with autocast(weight.dtype, weight.device):
+            out, state = self({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]),
+                              state)
+        logits = out["logits"][0].float()
         if greedy:
             return logits.argmax(-1), logits, state
         actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)

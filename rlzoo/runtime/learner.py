@@ -1,7 +1,7 @@
 """The learner: one IMPALA update on a batch of unrolls, with an optional exploration bonus.
 
-`Learner.update` reads top to bottom as the algorithm: bonus reward → model over the batch →
-V-trace targets → losses → gradient step.
+`Learner.update` reads top to bottom as the algorithm: bonus reward → for each chunk of columns
+(`_losses`: model over the unrolls → V-trace targets → losses, then backward) → one gradient step.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from rlzoo.algos.vtrace import vtrace
 from rlzoo.bonuses import build_bonus
 from rlzoo.envs import EnvSpec
 from rlzoo.models import build_model
+from rlzoo.models.precision import autocast, resolve_precision
 from rlzoo.runtime import distributed
 
 
@@ -68,7 +69,10 @@ class Learner:
         torch.set_flush_denormal(True)
         torch.manual_seed(cfg.seed)  # every learner replica starts from identical weights
         self.model = build_model(cfg.model, spec, intrinsic_value_head=self.separate_value_head).to(device)
-        self.bonus = build_bonus(cfg.bonus, spec, cfg.model, num_envs, device)
+        # bf16: the network runs under autocast; weights, optimizer, V-trace and losses stay float32.
+        self.compute_dtype = resolve_precision(cfg.runtime.precision, device)
+        self.chunk_columns = int(cfg.runtime.learner_chunk)  # 0: the whole batch in one pass
+        self.bonus = build_bonus(cfg.bonus, spec, cfg.model, num_envs, device, self.compute_dtype)
         self.optimizer = self._make_optimizer()
         self.version = 0  # learner steps taken; actors report which version acted
         self.skipped_updates = 0
@@ -100,10 +104,58 @@ class Learner:
             intrinsic = self.bonus.intrinsic_reward(batch)
             metrics.update(self.bonus.update(batch))
         if self.world_size > 1:
-            batch, intrinsic = self._my_share(batch, intrinsic)
+            n = batch["actions"].shape[1] // self.world_size
+            batch, intrinsic = _columns(batch, intrinsic, slice(self.rank * n, (self.rank + 1) * n))
 
+        # 2.–4. per chunk of columns: the losses are sums over samples, so the chunks' gradients add up
+        # to the whole batch's; a chunk's activations stay small enough to keep the cost per sample flat.
+        self.optimizer.zero_grad(set_to_none=False)
+        columns = batch["actions"].shape[1]
+        chunk = self.chunk_columns or columns
+        totals = torch.zeros(4)
+        for begin in range(0, columns, chunk):
+            part, part_intrinsic = _columns(batch, intrinsic, slice(begin, begin + chunk))
+            loss, pg_loss, value_loss, entropy = self._losses(part, part_intrinsic)
+            loss.backward()
+            totals += torch.stack([loss, pg_loss, value_loss, entropy]).detach().float().cpu()
+        loss_value, pg_value, value_value, entropy_value = totals.tolist()
+
+        # 5. One optimizer step on the summed gradient.
+        if self.world_size > 1:
+            distributed.allreduce_gradients(self.model)
+        clip = self.algo.grad_norm_clip if self.algo.grad_norm_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
+            terms = {"policy": pg_value, "baseline": value_value, "entropy": entropy_value, "grad_norm": grad_norm}
+            return self._skip_update(terms, env_steps)
+        self._nonfinite_in_a_row = 0
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(env_steps)
+        self.optimizer.step()
+        self.version += 1
+
+        steps = batch["actions"].numel()
+        metrics.update({
+            "loss/total": loss_value,
+            "loss/policy": pg_value,
+            "loss/baseline": value_value,
+            "policy/entropy": entropy_value / steps,
+            "policy/max_entropy": math.log(self.num_actions),
+            "learner/grad_norm": grad_norm,
+            "learner/lr": self.optimizer.param_groups[0]["lr"],
+            "learner/update_s": time.perf_counter() - start,
+            "learner/skipped_updates": float(self.skipped_updates),
+        })
+        if intrinsic is not None:
+            metrics["bonus/int_reward_mean"] = float(intrinsic.mean())
+        return metrics
+
+    def _losses(self, batch: dict[str, Any], intrinsic: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """(total, policy, baseline, entropy) summed over the columns of `batch`."""
         # 2. The current policy over the unroll; the last step only bootstraps.
-        out, _ = self.model(batch["obs"], batch["first"], batch["core_state"])
+        with autocast(self.compute_dtype, self.device):
+            out, _ = self.model(batch["obs"], batch["first"], batch["core_state"])
+        out = {k: v.float() for k, v in out.items()}
         logits = out["logits"][:-1]
         actions, dones = batch["actions"], batch["dones"]
         log_rhos = impala.action_log_probs(logits, actions) - impala.action_log_probs(batch["logits"], actions)
@@ -129,57 +181,14 @@ class Learner:
             advantages = ext.pg_advantages
             value_loss = impala.baseline_loss(out["baseline"][:-1], ext.vs)
 
-        # 4. Losses and one optimizer step.
+        # 4. Losses.
         pg_loss = impala.policy_gradient_loss(logits, actions, advantages)
         entropy = impala.entropy(logits)
         loss = pg_loss + self.algo.baseline_cost * value_loss - self.algo.entropy_cost * entropy
-
-        self.optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        if self.world_size > 1:
-            distributed.allreduce_gradients(self.model)
-        loss_value = float(loss.detach())
-        clip = self.algo.grad_norm_clip if self.algo.grad_norm_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
-            terms = {"policy": float(pg_loss.detach()), "baseline": float(value_loss.detach()),
-                     "entropy": float(entropy.detach()), "grad_norm": grad_norm}
-            return self._skip_update(terms, env_steps)
-        self._nonfinite_in_a_row = 0
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(env_steps)
-        self.optimizer.step()
-        self.version += 1
-
-        steps = logits.shape[0] * logits.shape[1]
-        metrics.update({
-            "loss/total": loss_value,
-            "loss/policy": float(pg_loss.detach()),
-            "loss/baseline": float(value_loss.detach()),
-            "policy/entropy": float(entropy.detach()) / steps,
-            "policy/max_entropy": math.log(self.num_actions),
-            "learner/grad_norm": grad_norm,
-            "learner/lr": self.optimizer.param_groups[0]["lr"],
-            "learner/update_s": time.perf_counter() - start,
-            "learner/skipped_updates": float(self.skipped_updates),
-        })
-        if intrinsic is not None:
-            metrics["bonus/int_reward_mean"] = float(intrinsic.mean())
-        return metrics
+        return loss, pg_loss, value_loss, entropy
 
     def _clips(self) -> dict[str, float]:
         return {"rho_bar": self.algo.rho_bar, "c_bar": self.algo.c_bar, "pg_rho_bar": self.algo.pg_rho_bar}
-
-    def _my_share(self, batch: dict[str, Any], intrinsic: torch.Tensor | None) -> tuple[dict[str, Any], Any]:
-        """This replica's columns of the batch; the summed losses then add up to the full batch's."""
-        n = batch["actions"].shape[1] // self.world_size
-        cols = slice(self.rank * n, (self.rank + 1) * n)
-        shard = {k: v for k, v in batch.items()}
-        shard["obs"] = {k: v[:, cols] for k, v in batch["obs"].items()}
-        for key in ("first", "actions", "rewards", "dones", "logits"):
-            shard[key] = batch[key][:, cols]
-        shard["core_state"] = tuple(s[cols] for s in batch["core_state"])
-        return shard, (intrinsic[:, cols] if intrinsic is not None else None)
 
     def _skip_update(self, terms: dict[str, float], env_steps: int) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=False)
@@ -221,3 +230,13 @@ class Learner:
         self.skipped_updates = int(state["skipped_updates"])
         if self.bonus is not None:
             self.bonus.load_state_dict(state["bonus"])
+
+
+def _columns(batch: dict[str, Any], intrinsic: torch.Tensor | None, cols: slice) -> tuple[dict[str, Any], Any]:
+    """The columns `cols` of a batch (environments along B), and of its intrinsic reward."""
+    part = dict(batch)
+    part["obs"] = {k: v[:, cols] for k, v in batch["obs"].items()}
+    for key in ("first", "actions", "rewards", "dones", "logits"):
+        part[key] = batch[key][:, cols]
+    part["core_state"] = tuple(s[cols] for s in batch["core_state"])
+    return part, (intrinsic[:, cols] if intrinsic is not None else None)

@@ -19,6 +19,7 @@ from rlzoo.config import ConfigError, available_cpus, validate
 from rlzoo.envs import env_spec
 from rlzoo.logging.metrics import MetricLogger, format_summary
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
+from rlzoo.models.precision import resolve_precision
 from rlzoo.runtime.learner import Learner, NonFiniteLossError, resolve_device
 from rlzoo.runtime.preemption import requeue_slurm_job
 from rlzoo.runtime.rollout import collate
@@ -40,6 +41,7 @@ class Trainer:
         rt = cfg.runtime
         num_envs = rt.num_actors * rt.envs_per_actor
         self.device = resolve_device(rt.device)
+        self.precision = "bf16" if resolve_precision(rt.precision, self.device) == torch.bfloat16 else "fp32"
         torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - (rt.num_actors if rt.name == "ray" else 0)))
         if rt.learners > 1:
             from rlzoo.runtime.ray_runtime import RemoteLearners
@@ -156,6 +158,7 @@ class Trainer:
             "wall_time_s": round(elapsed, 2),
             "steps_per_second": round((self.env_steps - self._start_steps) / max(elapsed, 1e-9), 1),
             "episodes": self.logger.episodes_total,
+            "precision": self.precision,  # what runtime.precision resolved to on the learner's device
             "unrolls_per_actor": dict(self.unrolls_per_actor),
             "actor_restarts": self.source.restarts,
             "env_restarts": self.env_restarts,
