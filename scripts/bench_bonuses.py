@@ -4,8 +4,8 @@
                                     [--scale 1.0] [--seeds 3] [--methods none,e3b,...] [--set key=value ...]
 
 1. exploration: intrinsic-only training (the environment's reward is set to 0) for 500k steps on
-   MiniHack-Labyrinth-Small-v0, then distinct agent positions visited per episode by the trained
-   policy. The papers' finding: episodic bonuses (E3B, counts) cover far more of each new level than
+   MiniHack-Labyrinth-Small-v0, `--seeds` seeds, then distinct agent positions visited per episode by
+   the trained policy. The papers' finding: episodic bonuses (E3B, counts) cover far more of each new level than
    global ones (RND) alone.
 2. sparse: MiniHack-MultiRoom-N2-v0 and MiniHack-Corridor-R2-v0, 2M steps, `--seeds` seeds; success
    rate per method with the interquartile mean over all runs and a stratified-bootstrap 95% CI.
@@ -124,17 +124,23 @@ def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) 
     print("\n".join(lines), flush=True)
 
 
-def exploration(out: Path, methods: list[str], scale: float, extra: list[str]) -> str:
+def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
     steps = max(1, int(EXPLORATION_STEPS * scale))
     rows = []
     for method in methods:
-        run_dir = out / "runs" / "exploration" / method
-        run_once(run_dir, [f"env.name={EXPLORATION_TASK}", f"bonus={method}", *REWARD_FREE, *extra], steps)
-        coverage = np.array(positions_per_episode(run_dir, episodes=32, seed=0))
-        rows.append([method, "episodic" if method in EPISODIC else "global/none", steps,
-                     float(coverage.mean()), float(coverage.std()), int(coverage.max())])
+        per_seed = []
+        for seed in range(1, seeds + 1):
+            run_dir = out / "runs" / "exploration" / method / f"s{seed}"
+            run_once(run_dir, [f"env.name={EXPLORATION_TASK}", f"bonus={method}", f"seed={seed}", *REWARD_FREE, *extra],
+                     steps)
+            per_seed.append(np.array(positions_per_episode(run_dir, episodes=32, seed=0)))
+        means = [float(c.mean()) for c in per_seed]
+        coverage = np.concatenate(per_seed)
+        rows.append([method, "episodic" if method in EPISODIC else "global/none", steps, float(coverage.mean()),
+                     float(np.std(means)), " ".join(f"{m:.1f}" for m in means), int(coverage.max())])
         print(f"{method}: {coverage.mean():.1f} distinct positions per episode", flush=True)
-    write_table(out, "exploration", ["method", "kind", "steps", "positions_mean", "positions_std", "positions_max"], rows)
+    write_table(out, "exploration", ["method", "kind", "steps", "positions_mean", "std_over_seeds", "per_seed",
+                                     "positions_max"], rows)
     by_kind = {kind: [r[3] for r in rows if r[1] == kind] for kind in ("episodic", "global/none")}
     if all(by_kind.values()):
         return (f"exploration: episodic bonuses {np.mean(by_kind['episodic']):.1f} vs global/none "
@@ -224,7 +230,7 @@ def main() -> None:
     for part in parts:
         print(f"== {part} ==", flush=True)
         if part == "exploration":
-            summaries.append(exploration(args.out, methods, args.scale, args.overrides))
+            summaries.append(exploration(args.out, methods, args.scale, args.seeds, args.overrides))
         elif part == "sparse":
             summaries.append(sparse(args.out, methods, args.scale, args.seeds, args.overrides))
         else:
