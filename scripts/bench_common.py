@@ -4,9 +4,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+
+def _steps_per_second(step: Callable[[], None], seconds: float) -> float:
+    """Call `step` (one environment step) in batches of 100 for `seconds`; the rate it ran at."""
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            step()
+        steps += 100
+    return steps / (time.perf_counter() - start)
 
 
 def raw_env_steps_per_second(env_cfg: Any, seconds: float = 10.0, seed: int = 0) -> float:
@@ -17,14 +27,10 @@ def raw_env_steps_per_second(env_cfg: Any, seconds: float = 10.0, seed: int = 0)
     rng = np.random.default_rng(seed)
     n = env_spec(env_cfg).num_actions
     env.reset()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(100):
-            env.step(rng.integers(n, size=1))
-        steps += 100
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+    try:
+        return _steps_per_second(lambda: env.step(rng.integers(n, size=1)), seconds)
+    finally:
+        env.close()
 
 
 def stock_env_steps_per_second(name: str, seconds: float = 10.0, seed: int = 0) -> float:
@@ -37,16 +43,16 @@ def stock_env_steps_per_second(name: str, seconds: float = 10.0, seed: int = 0) 
     env = gymnasium.make(name)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(100):
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
-            if terminated or truncated:
-                env.reset()
-        steps += 100
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+
+    def step() -> None:
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            env.reset()
+
+    try:
+        return _steps_per_second(step, seconds)
+    finally:
+        env.close()
 
 
 def steady_state_steps_per_second(run_dir: Path, warmup_fraction: float = 0.2) -> float:
