@@ -7,6 +7,7 @@ from nle import nethack
 from omegaconf import OmegaConf
 
 from rlzoo.envs import env_spec, eval_env_cfg, make_vec_env, validate_env_cfg
+from rlzoo.envs import nethack as nethack_env
 from rlzoo.envs.nethack import AgentCrop
 from rlzoo.envs.registry import NETHACK_TASKS, PROCGEN_GAMES, minihack_tasks
 
@@ -256,3 +257,34 @@ def test_eval_config_uses_held_out_levels():
     cfg = eval_env_cfg({**PROCGEN, "eval_num_levels": 100, "eval_start_level": 1000})
     assert (cfg["num_levels"], cfg["start_level"]) == (100, 1000)
     assert eval_env_cfg(MINIHACK)["name"] == MINIHACK["name"]
+
+
+def _nle_arrays(cfg):
+    venv = make_vec_env(cfg, num_envs=1, seed=0)
+    try:
+        return set(venv.envs[0].env.nethack._obs_buffers)
+    finally:
+        venv.close()
+
+
+# One task that reads no NLE array itself, and one for each kind that does: a reward manager that
+# searches the screen descriptions (Sink, on quaff), the inventory and door lookup (KeyRoom, on
+# apply), and the character map (Sokoban, on every step).
+@pytest.mark.parametrize(
+    "name, reads",
+    [
+        ("MiniHack-Room-Random-5x5-v0", set()),
+        ("MiniHack-Sink-v0", {"screen_descriptions"}),
+        ("MiniHack-KeyRoom-S5-v0", {"inv_strs", "inv_letters", "screen_descriptions"}),
+        ("MiniHack-Sokoban1a-v1", {"chars"}),
+    ],
+)
+def test_minihack_computes_only_the_arrays_read_and_plays_the_same(name, reads, monkeypatch):
+    cfg = {"family": "minihack", "name": name}
+    always = {"glyphs", "blstats", "message", "program_state", "internal"}
+    assert _nle_arrays(cfg) == always | reads
+    lean = _trajectory(cfg, seed=5, num_envs=2, steps=300)
+    # The stock task class asks NLE for every array.
+    monkeypatch.setattr(nethack_env, "_lean_minihack_class", lambda task_class, keys: task_class)
+    assert "screen_descriptions" in _nle_arrays(cfg)
+    _assert_same(lean, _trajectory(cfg, seed=5, num_envs=2, steps=300))

@@ -59,7 +59,10 @@ _FAMILY_KEYS = {
 def minihack_tasks() -> tuple[str, ...]:
     """Every MiniHack task registered with gymnasium."""
     import gymnasium
-    import minihack  # noqa: F401  (registers the MiniHack-* ids)
+
+    from rlzoo.envs.nethack import import_minihack
+
+    import_minihack()
 
     return tuple(sorted(k for k in gymnasium.registry if k.startswith("MiniHack-")))
 
