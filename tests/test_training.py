@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from rlzoo.config import ConfigError
 from rlzoo.envs import env_spec
 from rlzoo.models import build_model
 from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
+from rlzoo.runtime.learner import Learner
 from rlzoo.runtime.trainer import train
 
 
@@ -71,6 +73,26 @@ def test_ray_runtime_trains_with_two_actors(compose, tmp_path):
     rows = read_metrics(tmp_path)
     assert rows[-1]["learner/policy_lag"] >= 0
     assert 0 <= rows[-1]["learner/wait_share"] <= 1
+
+
+def test_ray_policy_lag_stays_bounded_with_a_slow_learner(compose, tmp_path, monkeypatch):
+    # Actors far faster than the learner must wait for it, not pile up stale unrolls.
+    lags = []
+    real_update = Learner.update
+
+    def slow_update(self, batch, env_steps):
+        lags.append(self.version - float(batch["policy_version"].min()))
+        time.sleep(0.3)
+        return real_update(self, batch, env_steps)
+
+    monkeypatch.setattr(Learner, "update", slow_update)
+    cfg = compose(["runtime=ray", "runtime.num_actors=2", "runtime.envs_per_actor=4", "runtime.batch_size=4",
+                   "runtime.inflight_per_actor=2", "total_steps=1600"])  # 25 updates of 4 × 16 steps
+    train(cfg, tmp_path)
+    assert len(lags) == 25
+    # At most num_actors × inflight_per_actor unrolls queued on actors and as many fetched ahead of
+    # it: one unroll per batch here, so lag ≤ 2 × 2 × 2 − 1 updates however slow the learner is.
+    assert max(lags) <= 7, lags
 
 
 def test_bad_env_name_suggests_close_names(compose, tmp_path):

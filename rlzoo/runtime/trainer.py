@@ -110,9 +110,15 @@ class Trainer:
             while self.env_steps < cfg.total_steps and self.stop_signal is None:
                 if cfg.time_limit_s and time.monotonic() - start >= cfg.time_limit_s:
                     break
-                tic = time.monotonic()
-                results = self.source.next_unrolls()
-                wait_s += time.monotonic() - tic
+                results = []
+                if columns < rt.batch_size:
+                    # Fetch only while a batch is incomplete: each fetch queues another rollout, so
+                    # fetching ahead of the learner grows an unbounded backlog of stale unrolls.
+                    # Unfetched unrolls wait in Ray with their actors idle, which keeps policy lag
+                    # below 2 × num_actors × inflight_per_actor unrolls.
+                    tic = time.monotonic()
+                    results = self.source.next_unrolls()
+                    wait_s += time.monotonic() - tic
                 for unroll, episodes, timings in results:
                     pending.append(unroll)
                     self.unrolls_per_actor[str(int(unroll["env_ids"][0]) // rt.envs_per_actor)] += 1
