@@ -258,6 +258,24 @@ def test_two_unrolls_of_one_env_in_one_batch_equal_two_batches(minihack_spec, na
     torch.testing.assert_close(together, torch.cat([a, b], dim=1))
 
 
+def test_e3b_state_follows_env_ids_in_any_column_order(minihack_spec):
+    # Envs 2, 3 of 4 in order (C⁻¹ updated in place) and swapped (updated through a copy).
+    states = np.array([[0, 5], [1, 5], [2, 6], [0, 5], [3, 7]])
+    dones = np.array([[False, False], [False, True], [True, False], [False, False]])
+    rewards = {}
+    for order in ([2, 3], [3, 2]):
+        cols = [0, 1] if order == [2, 3] else [1, 0]
+        bonus = make_bonus(minihack_spec, "e3b", 4, "bonus.normalize=none")
+        first = bonus.intrinsic_reward(make_batch(states[:3, cols], dones[:2, cols], env_ids=order, unroll_index=0))
+        second = bonus.intrinsic_reward(make_batch(states[2:, cols], dones[2:, cols], env_ids=order, unroll_index=1,
+                                                   first0=dones[1, cols]))
+        rewards[tuple(order)] = torch.cat([first, second])[:, cols]
+        untouched = torch.eye(bonus.cov_inverse.shape[-1], dtype=torch.float64) / bonus.ridge
+        torch.testing.assert_close(bonus.cov_inverse[:2], untouched.expand(2, -1, -1))
+    torch.testing.assert_close(rewards[(2, 3)], rewards[(3, 2)])
+    assert (rewards[(2, 3)] > 0).sum() >= 4
+
+
 @pytest.mark.parametrize("name", ["e3b", "counts", "noveld", "ride", "rnd", "e3b_rnd"])
 def test_checkpoint_round_trip_reproduces_next_reward(minihack_spec, name):
     states = np.array([[0, 1], [2, 1], [2, 3], [4, 3]])
@@ -366,6 +384,9 @@ def test_noveld_nonnegative_and_alpha_zero_is_rnd_error_times_first_visit(miniha
     ctx = BatchContext(torch.arange(3), batch["dones"], np.ones(3, dtype=bool), [np.arange(3)])
     mask = EpisodicCounts(3).visit(state_hashes(batch["obs"], "full"), ctx) == 1
     torch.testing.assert_close(reward, error * torch.as_tensor(mask) * (~batch["dones"]))
+    assert (~torch.as_tensor(mask) & ~batch["dones"]).any()  # repeats inside episodes were masked
+    unmasked = make_bonus(minihack_spec, "noveld", 3, "bonus.alpha=0.0", "bonus.first_visit_mask=false")
+    torch.testing.assert_close(unmasked.intrinsic_reward(batch), error * (~batch["dones"]))
     default = make_bonus(minihack_spec, "noveld", 3, "bonus.alpha=2.0")
     assert torch.all(default.intrinsic_reward(batch) >= 0)
 

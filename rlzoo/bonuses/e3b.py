@@ -21,15 +21,16 @@ def elliptical_bonuses(
 ) -> torch.Tensor:
     """Bonuses [T, B] of obs[1..T] for one wave of distinct environments.
 
-    cov_inv [B, d, d] is each env's C⁻¹ before obs[0] (replaced by its C⁻¹ after obs[T]);
+    cov_inv [B, d, d] is each env's C⁻¹ before obs[0], updated in place to its C⁻¹ after obs[T];
     phi [T+1, B, d]; fresh [B] marks envs whose episode starts at obs[0] (C⁻¹ reset, obs[0]
     registered). On dones[t], C⁻¹ resets before obs[t+1], the new episode's first state, is registered.
 
     The result equals T rank-1 Sherman–Morrison steps, b_t = φ_tᵀC_t⁻¹φ_t then C_{t+1} = C_t + φ_tφ_tᵀ,
     computed for the whole unroll at once: with A the C⁻¹ an episode segment starts from and
     M = I + ΦAΦᵀ, the LDLᵀ pivots of M are exactly 1 + b_t (M's Schur complements), so
-    b = diag(chol(M))² − 1, and Woodbury gives the final C⁻¹ = A − AΦᵀM⁻¹ΦA. This reads each d×d
-    matrix twice per unroll instead of twice per step, which is what made the step loop slow.
+    b = diag(chol(M))² − 1, and Woodbury gives the final C⁻¹ = A − AΦᵀM⁻¹ΦA = A − WᵀW with
+    W = L⁻¹ΦA, L = chol(M). This reads each d×d matrix twice per unroll instead of twice per step,
+    which is what made the step loop slow.
     """
     steps, cols, dim = dones.shape[0], dones.shape[1], phi.shape[-1]
     x = phi.transpose(0, 1)  # [B, T+1, d]
@@ -48,12 +49,16 @@ def elliptical_bonuses(
     chol = torch.linalg.cholesky(eye + gram * together)
     bonus = chol.diagonal(dim1=1, dim2=2).square() - 1.0
 
-    # C⁻¹ after obs[T]: Woodbury over the observations of the episode still running.
+    # C⁻¹ after obs[T]: Woodbury over the observations of the episode still running, in place
+    # (C⁻¹ is d×d per env; a temporary copy of it cost more than the arithmetic).
     running = (segment == segment[:, -1:]) & registered
-    keeps_carried = carried[:, -1, None, None]
-    a_proj = torch.where(keeps_carried, projected.transpose(1, 2), x.transpose(1, 2) / ridge) * running[:, None, :]
-    start = torch.where(keeps_carried, cov_inv, torch.eye(dim, device=phi.device, dtype=x.dtype) / ridge)
-    cov_inv.copy_(start - torch.bmm(a_proj, torch.cholesky_solve(a_proj.transpose(1, 2), chol)))
+    keeps_carried = carried[:, -1]
+    phi_a = torch.where(keeps_carried[:, None, None], projected, x / ridge) * running[:, :, None]  # rows of ΦA
+    w = torch.linalg.solve_triangular(chol, phi_a, upper=False)
+    restarted = ~keeps_carried
+    if restarted.any():
+        cov_inv[restarted] = torch.eye(dim, device=phi.device, dtype=x.dtype) / ridge
+    cov_inv.baddbmm_(w.transpose(1, 2), w, alpha=-1.0)
     return bonus[:, 1:].t()
 
 
@@ -82,9 +87,13 @@ class E3BBonus(Bonus):
         for wave in ctx.waves:
             idx = torch.as_tensor(wave, device=self.device)
             envs = ctx.env_ids[idx]
-            cov_inv = self.cov_inverse[envs]
+            first = int(envs[0])
+            in_order = torch.equal(envs, torch.arange(first, first + len(envs), device=envs.device))
+            # Usually a wave is one actor's envs in order: update their C⁻¹ in place, not via a copy.
+            cov_inv = self.cov_inverse[first : first + len(envs)] if in_order else self.cov_inverse[envs]
             reward[:, idx] = elliptical_bonuses(cov_inv, features[:, idx], ctx.dones[:, idx], fresh[idx], self.ridge)
-            self.cov_inverse[envs] = cov_inv
+            if not in_order:
+                self.cov_inverse[envs] = cov_inv
         return reward.float(), phi
 
     def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:

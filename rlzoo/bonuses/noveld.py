@@ -1,5 +1,7 @@
 """NovelD (Zhang et al. 2021): max(e(s′) − α·e(s), 0) · 1[N_ep(s′) = 1], with e(s) = ‖f̂(s) − f(s)‖₂
-the error of an RND predictor against its fixed random target."""
+the error of an RND predictor against its fixed random target. As the global factor of a
+global × episodic product the first-visit mask is left out (`first_visit_mask: false`), as in the
+reference code of Henaff, Jiang & Raileanu (2023), where the episodic factor already plays its part."""
 from __future__ import annotations
 
 from typing import Any
@@ -26,6 +28,7 @@ class NovelDBonus(Bonus):
         self.update_proportion = cfg_get(cfg, "update_proportion", float)
         if not 0.0 < self.update_proportion <= 1.0:
             raise ValueError(f"bonus.update_proportion={self.update_proportion} must lie in (0, 1]")
+        self.first_visit_mask = cfg_get(cfg, "first_visit_mask", bool)
         self.state_key = cfg_get(cfg, "state_key", str)
         check_state_key(self.state_key, spec.family)
         self.episodic_counts = EpisodicCounts(num_envs)
@@ -39,8 +42,11 @@ class NovelDBonus(Bonus):
         with self.network_autocast():
             diff = self.rnd(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
         novelty = diff.detach().norm(dim=-1)
-        counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
-        first_visit = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)
+        if self.first_visit_mask:
+            counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
+            first_visit = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)
+        else:
+            first_visit = torch.ones(steps, cols, device=self.device)
         # The predictor trains on the new observations obs[1:] only.
         return noveld_reward(novelty, self.alpha, first_visit), diff[1:].square().mean(-1)
 
