@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 
-def _steps_per_second(step: Callable[[], None], seconds: float) -> float:
+def steps_per_second(step: Callable[[], None], seconds: float) -> float:
     """Call `step` (one environment step) in batches of 100 for `seconds`; the rate it ran at."""
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -28,7 +28,7 @@ def raw_env_steps_per_second(env_cfg: Any, seconds: float = 10.0, seed: int = 0)
     n = env_spec(env_cfg).num_actions
     env.reset()
     try:
-        return _steps_per_second(lambda: env.step(rng.integers(n, size=1)), seconds)
+        return steps_per_second(lambda: env.step(rng.integers(n, size=1)), seconds)
     finally:
         env.close()
 
@@ -50,7 +50,7 @@ def stock_env_steps_per_second(name: str, seconds: float = 10.0, seed: int = 0) 
             env.reset()
 
     try:
-        return _steps_per_second(step, seconds)
+        return steps_per_second(step, seconds)
     finally:
         env.close()
 

@@ -93,23 +93,23 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
-    for family, name in (("minihack", "MiniHack-Room-5x5-v0"), ("nethack", "NetHackScore-v0")):
-        cfg = {"family": family, "name": name}
-        measures = [("bare B=1, default keys", lambda: bare_gymnasium(name, 1, args.seconds, default_keys=True))]
+    targets = [
+        ("MiniHack-Room-5x5-v0", {"family": "minihack", "name": "MiniHack-Room-5x5-v0"},
+         lambda b: bare_gymnasium("MiniHack-Room-5x5-v0", b, args.seconds)),
+        ("NetHackScore-v0", {"family": "nethack", "name": "NetHackScore-v0"},
+         lambda b: bare_gymnasium("NetHackScore-v0", b, args.seconds)),
+        ("coinrun", {"family": "procgen", "name": "coinrun"}, lambda b: bare_procgen(b, args.seconds)),
+    ]
+    for env, cfg, bare in targets:
+        measures = []
+        if cfg["family"] != "procgen":
+            measures.append(("bare B=1, default keys", lambda: bare_gymnasium(env, 1, args.seconds, default_keys=True)))
         for b in args.envs:
-            measures += [(f"bare B={b}", lambda b=b: bare_gymnasium(name, b, args.seconds)),
+            measures += [(f"bare B={b}", lambda b=b: bare(b)),
                          (f"VecEnv B={b}", lambda b=b: rlzoo_vec(cfg, b, args.seconds))]
         for label, measure in measures:
-            rows.append((name, label, measure()))
-            print(f"{name:24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
-    cfg = {"family": "procgen", "name": "coinrun"}
-    measures = []
-    for b in args.envs:
-        measures += [(f"bare B={b}", lambda b=b: bare_procgen(b, args.seconds)),
-                     (f"VecEnv B={b}", lambda b=b: rlzoo_vec(cfg, b, args.seconds))]
-    for label, measure in measures:
-        rows.append(("coinrun", label, measure()))
-        print(f"{'coinrun':24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
+            rows.append((env, label, measure()))
+            print(f"{env:24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
 
     print("\nsummary: VecEnv throughput relative to the bare env(s) with the same B")
     by_key = {(env, label): rate for env, label, rate in rows}

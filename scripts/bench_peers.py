@@ -36,9 +36,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from bench_common import raw_env_steps_per_second, steps_per_second
 
 # minihack 1.0.2 imports pkg_resources, which warns on every import; nothing to act on here.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -227,18 +228,11 @@ def env_ceiling(task: str, seconds: float) -> tuple[float, str]:
         sys.path.insert(0, str(REPO))  # this checkout's rlzoo, as for the training runs
     try:
         from rlzoo.config import load_config
-        from rlzoo.envs import env_spec, make_vec_env
+        from rlzoo.envs import make_vec_env  # noqa: F401  (the ceiling steps rlzoo's env wrapper)
     except ImportError:
         return _gymnasium_ceiling(task, seconds), "gymnasium"
     env_cfg = load_config([f"experiment={TASKS[task]}"]).env
-    num_actions = env_spec(env_cfg).num_actions
-    venv = make_vec_env(env_cfg, 1, seed=0)
-    rng = np.random.default_rng(0)
-    venv.reset()
-    try:
-        return _count_steps(lambda: venv.step(rng.integers(num_actions, size=1)), seconds), "rlzoo.envs"
-    finally:
-        venv.close()
+    return raw_env_steps_per_second(env_cfg, seconds), "rlzoo.envs"
 
 
 def _gymnasium_ceiling(task: str, seconds: float) -> float:
@@ -255,18 +249,9 @@ def _gymnasium_ceiling(task: str, seconds: float) -> float:
             env.reset()
 
     try:
-        return _count_steps(step, seconds)
+        return steps_per_second(step, seconds)
     finally:
         env.close()
-
-
-def _count_steps(step: Callable[[], Any], seconds: float) -> float:
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(100):
-            step()
-        n += 100
-    return n / elapsed
 
 
 # ----------------------------------------------------------------------------- search and rounds
