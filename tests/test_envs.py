@@ -1,9 +1,12 @@
 """Environment wrappers: obs contract, auto-reset and episode stats, crop, seeding, validation."""
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from nle import nethack
+from nle.nethack.nethack import DLPATH as NLE_LIBRARY
 from omegaconf import OmegaConf
 
 from rlzoo.envs import env_spec, eval_env_cfg, make_vec_env, validate_env_cfg
@@ -288,3 +291,34 @@ def test_minihack_computes_only_the_arrays_read_and_plays_the_same(name, reads, 
     monkeypatch.setattr(nethack_env, "_lean_minihack_class", lambda task_class, keys: task_class)
     assert "screen_descriptions" in _nle_arrays(cfg)
     _assert_same(lean, _trajectory(cfg, seed=5, num_envs=2, steps=300))
+
+
+def _executable_mapping_inodes() -> Counter:
+    """How many executable mappings of each file (by inode) this process has."""
+    with open("/proc/self/maps") as maps:
+        fields = [line.split() for line in maps]
+    return Counter(int(f[4]) for f in fields if len(f) >= 5 and "x" in f[1])
+
+
+@pytest.mark.parametrize("base", [NETHACK, RANDOM_ROOM], ids=["nethack", "minihack"])
+def test_envs_run_one_shared_copy_of_the_nethack_code_and_play_the_same(base):
+    cfg = {**base, "max_episode_steps": 30}  # NLE reloads its copy of the code on every reset
+    original = os.stat(NLE_LIBRARY).st_ino
+    for share in (True, False):
+        venv = make_vec_env({**cfg, "share_nethack_code": share}, num_envs=3, seed=0)
+        try:
+            venv.reset()
+            rng = np.random.default_rng(0)
+            for _ in range(100):
+                venv.step(rng.integers(venv.spec.num_actions, size=3))
+            executable = _executable_mapping_inodes()
+            private = [os.fstat(env.env.nethack._dl.fileno()).st_ino for env in venv.envs]
+            if share:
+                assert executable[original] >= 3
+                assert not any(executable[inode] for inode in private)
+            else:
+                assert all(executable[inode] == 1 for inode in private)
+        finally:
+            venv.close()
+    shared = _trajectory({**cfg, "share_nethack_code": True}, seed=3, num_envs=2, steps=150)
+    _assert_same(shared, _trajectory({**cfg, "share_nethack_code": False}, seed=3, num_envs=2, steps=150))

@@ -8,6 +8,7 @@ import torch
 from nle import nethack
 from omegaconf import OmegaConf
 
+from rlzoo.bonuses.encoders import SymbolicTrunk
 from rlzoo.envs.vec_env import EnvSpec
 from rlzoo.models import build_model, build_torso
 from rlzoo.models.nethack_net import NUM_GLYPHS, BlstatsNormalizer
@@ -193,3 +194,23 @@ def test_model_that_does_not_fit_the_env_is_rejected(config, spec, pattern):
 def test_bad_model_values_are_rejected(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         build_model(_cfg("nethack", **overrides), NETHACK_SPEC)
+
+
+def _dim_order(t):
+    """Dimensions from the largest stride to the smallest: (0, 1, 2, 3) is NCHW, (0, 2, 3, 1) channels-last."""
+    return tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+
+
+def test_activation_before_flatten_gets_an_nchw_input_and_gradient():
+    # Convolutions of the permuted embedding return channels-last tensors; an activation whose input
+    # and gradient differ in layout runs its backward about ten times slower (models/layout.py).
+    torso = build_torso(_cfg("nethack"), NETHACK_SPEC)
+    rnd_trunk = SymbolicTrunk(NETHACK_SPEC, use_full_map=True)
+    last_activations = [torso.crop_cnn[-1], torso.map_cnn[-1], rnd_trunk.crop_conv[-2], rnd_trunk.map_conv[-2]]
+    seen = []
+    for module in last_activations:
+        module.register_forward_hook(lambda _m, inputs, _out: seen.append(_dim_order(inputs[0])))
+        module.register_full_backward_hook(lambda _m, _g_in, g_out: seen.append(_dim_order(g_out[0])))
+    obs = _random_obs(NETHACK_SPEC, 4)
+    (torso(obs).sum() + rnd_trunk(obs, torch.zeros(4, 27)).sum()).backward()
+    assert seen == [(0, 1, 2, 3)] * 8

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rlzoo.bonuses.normalization import ObservationWhitener
+from rlzoo.models.layout import ToNCHW
 
 NUM_GLYPHS = 5976 + 1  # nle.nethack.MAX_GLYPH, plus the id the crop uses for cells outside the map
 GLYPH_EMBEDDING = 16
@@ -52,11 +53,11 @@ class SymbolicTrunk(nn.Module):
         self.map_conv = nn.Sequential(
             nn.Conv2d(GLYPH_EMBEDDING, 32, 3, stride=2), nn.LeakyReLU(),
             nn.Conv2d(32, 32, 3, stride=2), nn.LeakyReLU(),
-            nn.Conv2d(32, 32, 3, stride=2), nn.LeakyReLU(), nn.Flatten(),
+            nn.Conv2d(32, 32, 3, stride=2), ToNCHW(), nn.LeakyReLU(), nn.Flatten(),
         ) if use_full_map else None
         self.crop_conv = nn.Sequential(
             nn.Conv2d(GLYPH_EMBEDDING, 32, 3), nn.LeakyReLU(),
-            nn.Conv2d(32, 32, 3), nn.LeakyReLU(), nn.Flatten(),
+            nn.Conv2d(32, 32, 3), ToNCHW(), nn.LeakyReLU(), nn.Flatten(),
         )
         blstats_dim = spec.obs_space["blstats"][0][0]
         self.blstats = nn.Sequential(nn.Linear(blstats_dim, 64), nn.LeakyReLU())

@@ -15,6 +15,7 @@ from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
+from rlzoo.envs.shared_code import share_nethack_code
 from rlzoo.envs.tty_render import tty_to_rgb
 from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, episode_seed_stream
 
@@ -158,6 +159,7 @@ class NetHackEnv:
         if minigrid_env is not None:
             minigrid_env.reset(seed=int(rng.integers(2**31)))
         self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
+        self.share_code = cfg["share_nethack_code"]
         self.crop = AgentCrop()
         self.tty_obs: dict[str, np.ndarray] | None = None
         self._new_episode_stats()
@@ -175,6 +177,8 @@ class NetHackEnv:
             # call that gymnasium-era MiniGrid envs no longer have (their generator is seeded above).
             NLE.seed(self.env, core, disp, reseed=False)
         obs, _ = self.env.reset()
+        if self.share_code:  # the reset loaded a fresh private copy of the game's code
+            share_nethack_code(self.env.nethack.dlpath)
         self._new_episode_stats()
         return obs
 

@@ -39,7 +39,7 @@ PROCGEN_MODE_GAMES = {
 
 # Keys each family accepts, with defaults; anything else in env_cfg is a typo and is rejected.
 _COMMON_KEYS = {"family": None, "name": None, "env_kwargs": {}}
-_NETHACK_KEYS = {**_COMMON_KEYS, "max_episode_steps": None, "fix_moon_phase": True}
+_NETHACK_KEYS = {**_COMMON_KEYS, "max_episode_steps": None, "fix_moon_phase": True, "share_nethack_code": True}
 _FAMILY_KEYS = {
     "nethack": _NETHACK_KEYS,
     "minihack": _NETHACK_KEYS,
@@ -143,8 +143,9 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
     if family in ("nethack", "minihack"):
         _check_int(cfg, "max_episode_steps", 1, allow_none=True)
-        if not isinstance(cfg["fix_moon_phase"], bool):
-            raise ValueError(f"env.fix_moon_phase must be true or false, got {cfg['fix_moon_phase']!r}")
+        for key in ("fix_moon_phase", "share_nethack_code"):
+            if not isinstance(cfg[key], bool):
+                raise ValueError(f"env.{key} must be true or false, got {cfg[key]!r}")
     else:
         mode = cfg["distribution_mode"]
         if mode not in PROCGEN_DISTRIBUTION_MODES:

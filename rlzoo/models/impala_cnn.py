@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from rlzoo.envs.vec_env import EnvSpec
+from rlzoo.models.layout import ToNCHW
 
 
 class ResidualBlock(nn.Module):
@@ -46,10 +47,11 @@ class ImpalaCNNTorso(nn.Module):
             in_channels = out_channels
             height, width = (height + 1) // 2, (width + 1) // 2
         self.stages = nn.Sequential(*stages)
+        self.to_nchw = ToNCHW()
         self.fc = nn.Linear(in_channels * height * width, fc_size)
         self.out_dim = fc_size
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         x = obs["rgb"].permute(0, 3, 1, 2).float() / 255.0
-        x = torch.relu(self.stages(x)).flatten(1)
+        x = torch.relu(self.to_nchw(self.stages(x))).flatten(1)
         return torch.relu(self.fc(x))

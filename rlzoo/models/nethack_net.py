@@ -10,6 +10,7 @@ from nle import nethack
 from torch import nn
 
 from rlzoo.envs.vec_env import EnvSpec
+from rlzoo.models.layout import ToNCHW
 
 NUM_GLYPHS = nethack.MAX_GLYPH + 1  # MAX_GLYPH itself marks cells outside the map in the crop
 
@@ -71,6 +72,7 @@ def conv_stack(in_channels: int, channels: Sequence[int]) -> nn.Sequential:
     for out_channels in channels:
         layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ELU()]
         in_channels = out_channels
+    layers.insert(len(layers) - 1, ToNCHW())  # parameter-free, so the convs keep their state_dict keys
     return nn.Sequential(*layers)
 
 
