@@ -322,3 +322,28 @@ def test_envs_run_one_shared_copy_of_the_nethack_code_and_play_the_same(base):
             venv.close()
     shared = _trajectory({**cfg, "share_nethack_code": True}, seed=3, num_envs=2, steps=150)
     _assert_same(shared, _trajectory({**cfg, "share_nethack_code": False}, seed=3, num_envs=2, steps=150))
+
+
+@pytest.mark.parametrize("name", ["MiniHack-MultiRoom-N2-v0", "MiniHack-LavaCrossingS9N1-v0"])
+def test_minigrid_tasks_compile_each_level_beside_the_archive_and_play_the_same(name, monkeypatch):
+    cfg = {"family": "minihack", "name": name, "max_episode_steps": 15}  # a new layout every 15 steps
+    venv = make_vec_env(cfg, num_envs=1, seed=0)
+    try:
+        venv.reset()
+        vardir = Path(venv.envs[0].env.nethack._vardir)
+        assert (vardir / "mylevel.lev").is_file() and not (vardir / "nhdat").is_symlink()
+    finally:
+        venv.close()
+    compiled_beside = _trajectory(cfg, seed=2, num_envs=2, steps=150)
+    monkeypatch.setattr(nethack_env, "_lean_minihack_class", lambda task_class, keys: task_class)
+    _assert_same(compiled_beside, _trajectory(cfg, seed=2, num_envs=2, steps=150))
+
+
+def test_a_level_description_that_does_not_compile_is_an_error():
+    venv = make_vec_env({"family": "minihack", "name": "MiniHack-MultiRoom-N2-v0"}, num_envs=1, seed=0)
+    try:
+        venv.reset()
+        with pytest.raises(RuntimeError, match="lev_comp"):
+            venv.envs[0].env.update('MAZE: "mylevel", \' \'\nTHIS IS NOT A LEVEL\n')
+    finally:
+        venv.close()

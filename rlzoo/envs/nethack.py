@@ -15,6 +15,7 @@ from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
+from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
 from rlzoo.envs.tty_render import tty_to_rgb
 from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, episode_seed_stream
@@ -79,8 +80,14 @@ def _arrays_the_task_reads(env: NLE) -> tuple[str, ...]:
 
 @functools.cache
 def _lean_minihack_class(task_class: type, delivered_keys: tuple[str, ...]) -> type:
-    """The MiniHack task class with _OnlyTheArraysRead under it (one class per task and keys)."""
-    return type(task_class.__name__, (task_class, _OnlyTheArraysRead), {"delivered_keys": delivered_keys})
+    """The MiniHack task class with _OnlyTheArraysRead under it (one class per task and keys) and, for
+    a MiniGrid-based task, the cheaper level change over it."""
+    from minihack.envs.minigrid import MiniGridHack
+
+    bases = (task_class, _OnlyTheArraysRead)
+    if issubclass(task_class, MiniGridHack):
+        bases = (CompiledLevelBesideArchive, *bases)
+    return type(task_class.__name__, bases, {"delivered_keys": delivered_keys})
 
 
 def _make_env(cfg: dict[str, Any], render: bool) -> NLE:
