@@ -129,8 +129,9 @@ class RandomNetworkDistillation(nn.Module):
         whitened = self.whitener(self._whitened_input(obs))
         with torch.no_grad():
             target_features = self.target_trunk(obs, whitened)
-        predictor_features = self.predictor_trunk(obs, whitened)
-        # The bonus is a small difference of two outputs, so the heads always run in float32.
+        predictor_hidden = self.predictor_head[:-1](self.predictor_trunk(obs, whitened))
+        # The bonus is a small difference of two outputs, so the output layers run in float32 (like
+        # the trunks, the predictor's hidden layers follow the learner's precision).
         with torch.autocast(whitened.device.type, enabled=False):
             target = self.target_head(target_features.float())
-            return self.predictor_head(predictor_features.float()) - target
+            return self.predictor_head[-1](predictor_hidden.float()) - target
