@@ -6,8 +6,10 @@ MiniHack) or procgen's gym3 env with num=B, so the ratio is the cost of the wrap
 
     python scripts/bench_envs.py [--seconds 3] [--envs 1 16 64]
 
-With many environments in one process each step gets dearer (every NLE instance has its own copy of
-the game, so they compete for the CPU cache); B=64 is what a default rlzoo actor steps.
+With many environments in one process each step gets dearer: the NLE instances compete for the CPU
+cache with their game states and, in stock NLE, with one copy of the game's code each (rlzoo's VecEnv
+shares it, envs/shared_code.py). B=64 is what a default rlzoo actor steps. Actions are drawn afresh
+for every step: a short action sequence replayed over and over lets NetHack settle into cheap loops.
 """
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ def bare_gymnasium(name: str, num: int, seconds: float, default_keys: bool = Fal
     for i, env in enumerate(envs):
         env.reset(seed=i)
     rounds = max(1, 256 // num)
-    actions = np.random.default_rng(0).integers(envs[0].action_space.n, size=(rounds, num)).tolist()
+    rng = np.random.default_rng(0)
 
     def step() -> int:
-        for row in actions:
+        for row in rng.integers(envs[0].action_space.n, size=(rounds, num)).tolist():
             for env, action in zip(envs, row):
                 _, _, terminated, truncated, _ = env.step(action)
                 if terminated or truncated:
@@ -59,13 +61,13 @@ def bare_procgen(num: int, seconds: float) -> float:
 
     env = ProcgenGym3Env(num=num, env_name="coinrun", num_levels=200, distribution_mode="easy",
                          num_threads=0, rand_seed=0)  # fmt: skip
-    actions = np.random.default_rng(0).integers(15, size=(64, num)).astype(np.int32)
+    rng = np.random.default_rng(0)
 
     def step() -> int:
-        for a in actions:
+        for a in rng.integers(15, size=(64, num)).astype(np.int32):
             env.act(a)
             env.observe()
-        return len(actions) * num
+        return 64 * num
 
     return _timed(step, seconds)
 
@@ -74,10 +76,10 @@ def rlzoo_vec(cfg: dict, num_envs: int, seconds: float) -> float:
     venv = make_vec_env(cfg, num_envs=num_envs, seed=0)
     venv.reset()
     rounds = max(1, 256 // num_envs)
-    actions = np.random.default_rng(0).integers(venv.spec.num_actions, size=(rounds, num_envs))
+    rng = np.random.default_rng(0)
 
     def step() -> int:
-        for a in actions:
+        for a in rng.integers(venv.spec.num_actions, size=(rounds, num_envs)):
             venv.step(a)
         return rounds * num_envs
 
