@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import rlzoo.runtime.rollout as rollout
 from rlzoo.config import ConfigError
@@ -17,7 +18,7 @@ from rlzoo.envs import env_spec
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
-from rlzoo.runtime.trainer import Trainer, train
+from rlzoo.runtime.trainer import Trainer, check_compatible, train
 
 
 class FaultyEnv:
@@ -178,6 +179,18 @@ def test_checkpoint_of_another_model_is_refused(compose, tmp_path):
     train(compose(["total_steps=64"]), tmp_path)
     with pytest.raises(CheckpointError, match="different model config.*lstm_size"):
         train(compose(["total_steps=128", "model.lstm_size=64"]), tmp_path)
+
+
+def test_checkpoint_from_before_a_new_env_setting_resumes(compose, tmp_path):
+    cfg = compose([])
+    saved = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in ("model", "bonus", "env")}
+    del saved["env"]["share_nethack_code"]  # written before the setting existed: it counts as its default
+    check_compatible(saved, cfg, tmp_path)
+    saved["env"]["share_nethack_code"] = False  # changes speed only
+    check_compatible(saved, cfg, tmp_path)
+    saved["env"]["fix_moon_phase"] = not cfg.env.fix_moon_phase
+    with pytest.raises(CheckpointError, match="different env config.*fix_moon_phase"):
+        check_compatible(saved, cfg, tmp_path)
 
 
 def test_unreachable_ray_address_fails_fast(compose, tmp_path):

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlzoo.config import ConfigError, available_cpus, validate
-from rlzoo.envs import env_spec
+from rlzoo.envs import env_spec, validate_env_cfg
 from rlzoo.logging.metrics import MetricLogger, format_summary
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.models.precision import resolve_precision
@@ -246,13 +246,26 @@ def record_attempt(run_dir: Path) -> None:
     path.write_text(json.dumps(info, indent=2) + "\n")
 
 
+# Settings that change how fast a run goes, never what it computes: a resumed run may change them.
+_SPEED_ONLY_KEYS = {"env": {"share_nethack_code"}}
+
+
 def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None:
     """A checkpoint only resumes a run of the same model, bonus and environment."""
     for group in ("model", "bonus", "env"):
         before = saved.get(group)
         now = OmegaConf.to_container(cfg[group], resolve=True)
-        if before is not None and before != now:
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if before is None:
+            continue
+        if group == "env":
+            now = validate_env_cfg(now)
+            try:  # env keys added since the checkpoint was written count with their defaults
+                before = validate_env_cfg(before)
+            except ValueError:
+                pass  # a key that no longer exists: reported as a change below
+        changed = sorted(k for k in set(before) | set(now)
+                         if before.get(k) != now.get(k) and k not in _SPEED_ONLY_KEYS.get(group, ()))
+        if changed:
             raise CheckpointError(
                 f"{path} was written by a run with a different {group} config (keys {', '.join(changed)}: "
                 f"{ {k: before.get(k) for k in changed} } there, { {k: now.get(k) for k in changed} } here); "
