@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import torch
 
+import rlzoo.runtime.learner as learner_module
+from rlzoo.bonuses.e3b import E3BBonus
+from rlzoo.envs import env_spec
 from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
+from rlzoo.runtime.learner import Learner
+from rlzoo.runtime.rollout import RolloutWorker, collate
 from rlzoo.runtime.trainer import train
 
 MINIHACK = ["env.name=MiniHack-Corridor-R2-v0", "model=crop"]
@@ -59,3 +65,61 @@ def test_intrinsic_only_run_resumes_with_bonus_state(compose, tmp_path):
         saved["global_bonus._extra_state"]["global_counts"].values())
     assert len(resumed["global_bonus._extra_state"]["global_counts"]) >= visited
     assert not torch.equal(saved["episodic_bonus.cov_inverse"], resumed["episodic_bonus.cov_inverse"])
+
+
+class _InCaller:
+    """Stands in for the learner's bonus thread: runs the bonus's training at once, in the caller."""
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self):
+        pass
+
+
+def _assert_same_state(a, b, path="state"):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def _two_updates(cfg, batches):
+    learner = Learner(cfg, env_spec(cfg.env), cfg.runtime.envs_per_actor, torch.device("cpu"))
+    metrics = [learner.update(batch, step) for step, batch in enumerate(batches)]
+    return learner.state_dict(), metrics
+
+
+def test_bonus_trains_alongside_the_policy_with_the_result_of_training_before_it(compose, monkeypatch):
+    cfg = compose(["bonus=e3b_rnd", *MINIHACK])
+    worker = RolloutWorker(cfg, 0)
+    batches = [collate([worker.rollout()[0]]) for _ in range(2)]
+    alongside, alongside_metrics = _two_updates(cfg, batches)
+    monkeypatch.setattr(learner_module, "ThreadPoolExecutor", lambda *args, **kwargs: _InCaller())
+    before, before_metrics = _two_updates(cfg, batches)
+    _assert_same_state(alongside, before)
+    assert [m.keys() for m in alongside_metrics] == [m.keys() for m in before_metrics]
+    assert {"loss/e3b_inverse_dynamics", "loss/rnd_predictor", "loss/policy"} <= alongside_metrics[-1].keys()
+
+
+def test_a_failing_bonus_update_fails_the_learner_update(compose, monkeypatch):
+    cfg = compose(["bonus=e3b", *MINIHACK])
+    learner = Learner(cfg, env_spec(cfg.env), cfg.runtime.envs_per_actor, torch.device("cpu"))
+    batch = collate([RolloutWorker(cfg, 0).rollout()[0]])
+
+    def broken_train_step(self, batch, aux):
+        raise RuntimeError("bonus training failed")
+
+    monkeypatch.setattr(E3BBonus, "train_step", broken_train_step)
+    with pytest.raises(RuntimeError, match="bonus training failed"):
+        learner.update(batch, 0)

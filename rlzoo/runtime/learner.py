@@ -1,12 +1,14 @@
 """The learner: one IMPALA update on a batch of unrolls, with an optional exploration bonus.
 
-`Learner.update` reads top to bottom as the algorithm: bonus reward → for each chunk of columns
-(`_losses`: model over the unrolls → V-trace targets → losses, then backward) → one gradient step.
+`Learner.update` reads top to bottom as the algorithm: bonus reward (the bonus's own training runs
+alongside) → `_train_policy`: for each chunk of columns (`_losses`: model over the unrolls → V-trace
+targets → losses, then backward) → one gradient step.
 """
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Mapping
 
 import numpy as np
@@ -73,6 +75,7 @@ class Learner:
         self.compute_dtype = resolve_precision(cfg.runtime.precision, device)
         self.chunk_columns = int(cfg.runtime.learner_chunk)  # 0: the whole batch in one pass
         self.bonus = build_bonus(cfg.bonus, spec, cfg.model, num_envs, device, self.compute_dtype)
+        self._bonus_thread = ThreadPoolExecutor(1, thread_name_prefix="bonus-training") if self.bonus else None
         self.optimizer = self._make_optimizer()
         self.version = 0  # learner steps taken; actors report which version acted
         self.skipped_updates = 0
@@ -96,13 +99,23 @@ class Learner:
         """One gradient step on a batch (numpy arrays as produced by `collate`)."""
         start = time.perf_counter()
         batch = batch_to_torch(batch_np, self.device)
-        metrics: dict[str, float] = {}
 
-        # 1. Exploration bonus on the whole batch (its episodic state follows every environment).
-        intrinsic = None
+        # 1. Exploration bonus on the whole batch (its episodic state follows every environment). Its
+        # own networks then train in a second thread while steps 2–5 train the policy: the two updates
+        # share no tensors, and a learner on one CPU thread would otherwise leave a free core idle.
+        intrinsic, bonus_training = None, None
         if self.bonus is not None:
             intrinsic = self.bonus.intrinsic_reward(batch)
-            metrics.update(self.bonus.update(batch))
+            bonus_training = self._bonus_thread.submit(self.bonus.update, batch)
+        try:
+            return self._train_policy(batch, intrinsic, bonus_training, env_steps, start)
+        finally:
+            if bonus_training is not None:
+                bonus_training.result()  # even when the policy step fails: never overlap the next batch
+
+    def _train_policy(self, batch: dict[str, Any], intrinsic: torch.Tensor | None,
+                      bonus_training: Future | None, env_steps: int, start: float) -> dict[str, float]:
+        """Steps 2–5 of `update`; returns its metrics, the bonus's included."""
         if self.world_size > 1:
             n = batch["actions"].shape[1] // self.world_size
             batch, intrinsic = _columns(batch, intrinsic, slice(self.rank * n, (self.rank + 1) * n))
@@ -135,6 +148,7 @@ class Learner:
         self.version += 1
 
         steps = batch["actions"].numel()
+        metrics = bonus_training.result() if bonus_training is not None else {}
         metrics.update({
             "loss/total": loss_value,
             "loss/policy": pg_value,
@@ -206,6 +220,7 @@ class Learner:
 
     def close(self) -> None:
         if self.bonus is not None:
+            self._bonus_thread.shutdown()
             self.bonus.close()
 
     def weights(self) -> dict[str, torch.Tensor]:
