@@ -36,7 +36,8 @@ def _read_only_segments(path: str) -> list[tuple[int, int, int, int]]:
     phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
     loads = []
     for i in range(phnum):
-        p_type, flags, offset, vaddr, _, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", header, phoff + i * phentsize)
+        fields = struct.unpack_from("<IIQQQQQQ", header, phoff + i * phentsize)
+        p_type, flags, offset, vaddr, _, filesz, memsz, _ = fields
         if p_type == _PT_LOAD:
             loads.append((flags, offset, vaddr, filesz, memsz))
     writable = [(v & -_PAGE, v + m) for flags, _, v, _, m in loads if flags & _PF_W]
@@ -51,7 +52,8 @@ def _read_only_segments(path: str) -> list[tuple[int, int, int, int]]:
             if start < w_start < end:
                 end = w_start
         if end > start:
-            segments.append((start, end - start, offset - (vaddr - start), _PROT_READ | (_PROT_EXEC if flags & _PF_X else 0)))
+            protection = _PROT_READ | (_PROT_EXEC if flags & _PF_X else 0)
+            segments.append((start, end - start, offset - (vaddr - start), protection))
     return segments
 
 

@@ -75,7 +75,8 @@ class Learner:
         self.compute_dtype = resolve_precision(cfg.runtime.precision, device)
         self.chunk_columns = int(cfg.runtime.learner_chunk)  # 0: the whole batch in one pass
         self.bonus = build_bonus(cfg.bonus, spec, cfg.model, num_envs, device, self.compute_dtype)
-        self._bonus_thread = ThreadPoolExecutor(1, thread_name_prefix="bonus-training") if self.bonus else None
+        self._bonus_thread = (ThreadPoolExecutor(1, thread_name_prefix="bonus-training")
+                              if self.bonus is not None else None)
         self.optimizer = self._make_optimizer()
         self.version = 0  # learner steps taken; actors report which version acted
         self.skipped_updates = 0
