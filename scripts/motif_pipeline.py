@@ -77,12 +77,11 @@ def reward_model_rows(dataset_dir: Path, reward: MotifReward, level: float | Non
     return rows
 
 
-def evaluate(policy: str, episodes: int, seed: int, model_path: str, level: float | None,
+def evaluate(policy: str, episodes: int, seed: int, model_path: str, epsilon: float | None,
              beta: float) -> list[dict[str, float]]:
     """`episodes` NetHackScore episodes of `policy` ("random" or a run directory), its actions sampled."""
     torch.set_num_threads(1)  # the two policies are evaluated side by side, one core each
     reward = MotifReward.load(model_path)
-    epsilon = None if level is None else reward.quantile(level)
     env = make_vec_env({"name": ENV}, EVAL_ENVS, seed)
     try:
         act = (random_policy(env.spec.num_actions, seed) if policy == "random"
@@ -92,11 +91,11 @@ def evaluate(policy: str, episodes: int, seed: int, model_path: str, level: floa
         env.close()
 
 
-def evaluate_both(run_dir: Path, args: argparse.Namespace, model_path: Path, level: float | None,
+def evaluate_both(run_dir: Path, args: argparse.Namespace, model_path: Path, epsilon: float | None,
                   beta: float) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
     """The agent's and the random policy's episodes, played in two processes at once."""
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        agent, rand = (pool.submit(evaluate, policy, args.eval_episodes, args.eval_seed, str(model_path), level, beta)
+        agent, rand = (pool.submit(evaluate, policy, args.eval_episodes, args.eval_seed, str(model_path), epsilon, beta)
                        for policy in (str(run_dir), "random"))
         return agent.result(), rand.result()
 
@@ -162,7 +161,7 @@ def offline(args: argparse.Namespace) -> None:
     if args.rl_steps > 0:
         run_dir = out / "motif_agent"
         summary = train(cfg, run_dir)
-        agent, rand = evaluate_both(run_dir, args, model_path, level, beta)
+        agent, rand = evaluate_both(run_dir, args, model_path, epsilon, beta)
         rows += [
             ("RL on Motif reward only", f"{summary['env_steps']} env steps, {summary['steps_per_second']:.0f} steps/s, "
                                         f"{summary['wall_time_s']:.0f} s"),
