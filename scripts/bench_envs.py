@@ -3,6 +3,8 @@
 Prints env steps per second (summed over the B environments) for MiniHack-Room-5x5-v0,
 NetHackScore-v0 and Procgen coinrun. "bare" is B gymnasium.make envs stepped in turn (NetHack,
 MiniHack) or procgen's gym3 env with num=B, so the ratio is the cost of the wrapper alone.
+MiniHack-MultiRoom-N2 with 6-step episodes (a solved task's length) measures the level change on
+reset (envs/minigrid_levels.py): once on new layouts, then again on the same ones.
 
     python scripts/bench_envs.py [--seconds 3] [--envs 1 16 64]
 
@@ -21,6 +23,10 @@ import numpy as np
 
 from rlzoo.envs import make_vec_env
 
+# A solved MultiRoom-N2 takes about 6 steps, so its training is dominated by resets, each on a new
+# layout that MiniHack compiles into a NetHack level.
+MULTIROOM, SOLVED_LENGTH = "MultiRoom-N2, 6-step eps", 6
+
 
 def _timed(step, seconds: float) -> float:
     """Call step() (which returns how many env steps it took) for ~seconds; return steps/s."""
@@ -31,7 +37,8 @@ def _timed(step, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def bare_gymnasium(name: str, num: int, seconds: float, default_keys: bool = False) -> float:
+def bare_gymnasium(name: str, num: int, seconds: float, default_keys: bool = False,
+                   max_episode_steps: int | None = None) -> float:
     """`num` gymnasium.make envs stepped in turn, asked for the keys VecEnv reads (or, with
     default_keys, the env's defaults)."""
     import gymnasium
@@ -39,6 +46,8 @@ def bare_gymnasium(name: str, num: int, seconds: float, default_keys: bool = Fal
     import nle  # noqa: F401
 
     kwargs = {} if default_keys else {"observation_keys": ("glyphs", "blstats", "message")}
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
     envs = [gymnasium.make(name, **kwargs) for _ in range(num)]
     for i, env in enumerate(envs):
         env.reset(seed=i)
@@ -101,24 +110,31 @@ def main() -> None:
         ("NetHackScore-v0", {"family": "nethack", "name": "NetHackScore-v0"},
          lambda b: bare_gymnasium("NetHackScore-v0", b, args.seconds)),
         ("coinrun", {"family": "procgen", "name": "coinrun"}, lambda b: bare_procgen(b, args.seconds)),
+        (MULTIROOM, {"family": "minihack", "name": "MiniHack-MultiRoom-N2-v0", "max_episode_steps": SOLVED_LENGTH},
+         lambda b: bare_gymnasium("MiniHack-MultiRoom-N2-v0", b, args.seconds, max_episode_steps=SOLVED_LENGTH)),
     ]
     for env, cfg, bare in targets:
         measures = []
-        if cfg["family"] != "procgen":
+        if cfg["family"] != "procgen" and env != MULTIROOM:
             measures.append(("bare B=1, default keys", lambda: bare_gymnasium(env, 1, args.seconds, default_keys=True)))
         for b in args.envs:
             measures += [(f"bare B={b}", lambda b=b: bare(b)),
                          (f"VecEnv B={b}", lambda b=b: rlzoo_vec(cfg, b, args.seconds))]
+            if env == MULTIROOM:  # the same seed draws the same layouts: now compiled already
+                measures.append((f"VecEnv B={b}, again", lambda b=b: rlzoo_vec(cfg, b, args.seconds)))
         for label, measure in measures:
             rows.append((env, label, measure()))
             print(f"{env:24s} {label:22s} {rows[-1][2]:10,.0f} steps/s", flush=True)
 
     print("\nsummary: VecEnv throughput relative to the bare env(s) with the same B")
     by_key = {(env, label): rate for env, label, rate in rows}
-    for env in ("MiniHack-Room-5x5-v0", "NetHackScore-v0", "coinrun"):
+    for env in ("MiniHack-Room-5x5-v0", "NetHackScore-v0", "coinrun", MULTIROOM):
         for b in args.envs:
             ratio = by_key[(env, f"VecEnv B={b}")] / by_key[(env, f"bare B={b}")]
             print(f"  {env:24s} B={b:<3d} {ratio:6.1%}")
+            if env == MULTIROOM:
+                ratio = by_key[(env, f"VecEnv B={b}, again")] / by_key[(env, f"bare B={b}")]
+                print(f"  {env:24s} B={b:<3d} {ratio:6.1%}  layouts seen before")
 
 
 if __name__ == "__main__":

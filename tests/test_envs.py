@@ -1,4 +1,5 @@
 """Environment wrappers: obs contract, auto-reset and episode stats, crop, seeding, validation."""
+import collections
 import os
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,9 @@ from nle.nethack.nethack import DLPATH as NLE_LIBRARY
 from omegaconf import OmegaConf
 
 from rlzoo.envs import env_spec, eval_env_cfg, make_vec_env, validate_env_cfg
+from rlzoo.envs import minigrid_levels
 from rlzoo.envs import nethack as nethack_env
+from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.nethack import AgentCrop
 from rlzoo.envs.registry import NETHACK_TASKS, PROCGEN_GAMES, minihack_tasks
 
@@ -334,9 +337,38 @@ def test_minigrid_tasks_compile_each_level_beside_the_archive_and_play_the_same(
         assert (vardir / "mylevel.lev").is_file() and not (vardir / "nhdat").is_symlink()
     finally:
         venv.close()
+    monkeypatch.setattr(CompiledLevelBesideArchive, "_compiled", collections.OrderedDict())
     compiled_beside = _trajectory(cfg, seed=2, num_envs=2, steps=150)
+    from_cache = _trajectory(cfg, seed=2, num_envs=2, steps=150)  # the same layouts: every level cached
     monkeypatch.setattr(nethack_env, "_lean_minihack_class", lambda task_class, keys: task_class)
-    _assert_same(compiled_beside, _trajectory(cfg, seed=2, num_envs=2, steps=150))
+    stock = _trajectory(cfg, seed=2, num_envs=2, steps=150)
+    _assert_same(compiled_beside, stock)
+    _assert_same(from_cache, stock)
+
+
+def test_a_layout_seen_before_is_not_compiled_again(monkeypatch):
+    monkeypatch.setattr(CompiledLevelBesideArchive, "_compiled", collections.OrderedDict())
+    monkeypatch.setattr(minigrid_levels, "LEVEL_CACHE_SIZE", 2)
+    venv = make_vec_env({"family": "minihack", "name": "MiniHack-MultiRoom-N2-v0"}, num_envs=1, seed=0)
+    try:
+        venv.reset()
+        env = venv.envs[0].env
+        level = Path(env.nethack._vardir) / "mylevel.lev"
+        descriptions = [env.get_env_desc() for _ in range(3)]
+        assert len(set(descriptions)) == 3
+        compiled = []
+        for des in descriptions:
+            env.update(des)
+            compiled.append(level.read_bytes())
+        compiles = []
+        real_run = minigrid_levels._run
+        monkeypatch.setattr(minigrid_levels, "_run", lambda cmd, cwd: compiles.append(cmd) or real_run(cmd, cwd))
+        env.update(descriptions[1])  # cached: written back byte for byte, no lev_comp
+        assert level.read_bytes() == compiled[1] and compiles == []
+        env.update(descriptions[0])  # evicted: the cache holds the 2 most recent levels
+        assert level.read_bytes() == compiled[0] and len(compiles) == 1
+    finally:
+        venv.close()
 
 
 def test_a_level_description_that_does_not_compile_is_an_error():
