@@ -14,7 +14,8 @@
    invocation. Bar: E3B and RND keep >= 75% of the no-bonus steps/s.
 
 Every run lives in its own directory under --out and is skipped when finished (an interrupted run
-resumes from its checkpoint), so rerunning the same command continues the benchmark. `--scale`
+resumes from its checkpoint), so rerunning the same command continues the benchmark. SIGTERM (what
+Slurm sends before a time limit) checkpoints the current run and ends the benchmark. `--scale`
 multiplies every step budget (e.g. 0.01 for a smoke run). Each part writes <part>.md and <part>.csv.
 """
 from __future__ import annotations
@@ -58,6 +59,9 @@ def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
             return summary
     start = time.monotonic()
     summary = train(load_config([*overrides, f"total_steps={steps}", "resume=auto"]), run_dir)
+    if summary["stopped_by"] != "done":  # a signal stops the whole benchmark, not just this run
+        raise SystemExit(f"  {run_dir.name}: stopped by {summary['stopped_by']} at {summary['env_steps']:,} steps "
+                         "after a checkpoint; rerun the same command to resume")
     print(f"  {run_dir.name}: {summary['env_steps']:,} steps in {time.monotonic() - start:,.0f}s "
           f"({summary['steps_per_second']:,.0f} steps/s)", flush=True)
     return summary
@@ -182,7 +186,9 @@ def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[
         low, high = bootstrap_ci(per_task, interquartile_mean)
         rows.append([method, "all (IQM)", steps, iqm, "", iqm, low, high])
         best = max(best, (method, iqm), key=lambda b: b[1])
-    write_table(out, "sparse", ["method", "task", "steps", "success", "per_seed", "iqm", "ci_low", "ci_high"], rows)
+        # Rewritten after every method, so a benchmark stopped part-way still shows what it finished.
+        write_table(out, "sparse", ["method", "task", "steps", "success", "per_seed", "iqm", "ci_low", "ci_high"],
+                    rows)
     return f"sparse: best IQM success {best[1]:.2f} ({best[0]})"
 
 

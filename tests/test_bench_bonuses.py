@@ -1,0 +1,56 @@
+"""The bonus benchmark's bookkeeping: statistics, success rate, and what a rerun or a stop signal does."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_bonuses  # noqa: E402
+
+
+def test_interquartile_mean_trims_a_quarter_from_each_end():
+    assert bench_bonuses.interquartile_mean(np.array([100.0, 0.0, 3.0, 1.0, 4.0, 2.0])) == 2.5
+    assert bench_bonuses.interquartile_mean(np.array([0.0, 1.0, 1.0, 8.0])) == 1.0
+
+
+def test_bootstrap_interval_is_a_point_when_every_seed_agrees():
+    low, high = bench_bonuses.bootstrap_ci([np.full(3, 0.5), np.full(3, 1.0)], bench_bonuses.interquartile_mean)
+    assert low == high == 0.75
+
+
+def test_success_rate_weights_rows_by_episodes_and_keeps_the_last_ones(tmp_path):
+    rows = [{"episodes": 50, "episode/success": 0.0}, {"episodes": 100, "episode/success": 1.0},
+            {"episodes": 100}, {"episodes": 160, "episode/success": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    # The last 60 episodes at 0.5 and the 50 before at 1.0 reach 100; the first 50 are left out.
+    assert bench_bonuses.success_rate(tmp_path, last_episodes=100) == pytest.approx((30 + 50) / 110)
+    assert bench_bonuses.success_rate(tmp_path, last_episodes=1000) == pytest.approx((30 + 50) / 160)
+
+
+def _fake_train(monkeypatch, summary):
+    calls = []
+    monkeypatch.setattr(bench_bonuses, "load_config", lambda overrides: overrides)
+    monkeypatch.setattr(bench_bonuses, "train", lambda cfg, run_dir: calls.append(cfg) or summary)
+    return calls
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
+    calls = _fake_train(monkeypatch, {})
+    (tmp_path / "summary.json").write_text(json.dumps({"env_steps": 1000, "stopped_by": "done"}))
+    assert bench_bonuses.run_once(tmp_path, ["bonus=e3b"], 1000)["env_steps"] == 1000
+    assert calls == []
+
+
+def test_a_run_stopped_by_a_signal_resumes_on_rerun(tmp_path, monkeypatch):
+    (tmp_path / "summary.json").write_text(json.dumps({"env_steps": 400, "stopped_by": "SIGTERM"}))
+    calls = _fake_train(monkeypatch, {"env_steps": 1000, "stopped_by": "done", "steps_per_second": 10.0})
+    bench_bonuses.run_once(tmp_path, ["bonus=e3b"], 1000)
+    assert calls == [["bonus=e3b", "total_steps=1000", "resume=auto"]]
+
+
+def test_a_stop_signal_ends_the_benchmark_instead_of_starting_the_next_run(tmp_path, monkeypatch):
+    _fake_train(monkeypatch, {"env_steps": 400, "stopped_by": "SIGTERM", "steps_per_second": 10.0})
+    with pytest.raises(SystemExit, match="stopped by SIGTERM at 400 steps.*rerun"):
+        bench_bonuses.run_once(tmp_path, ["bonus=e3b"], 1000)
