@@ -346,6 +346,21 @@ def test_minigrid_tasks_compile_each_level_beside_the_archive_and_play_the_same(
     _assert_same(from_cache, stock)
 
 
+@pytest.mark.parametrize("name", ["MiniHack-MultiRoom-N6-Locked-v0", "MiniHack-MultiRoom-N4-Lava-v0",
+                                  "MiniHack-LavaCrossingS19N17-v0", "MiniHack-MultiRoom-N2-Monster-v0"])
+def test_the_layout_reader_matches_minihacks(name):
+    from minihack.envs.minigrid import MiniGridHack
+
+    venv = make_vec_env({"family": "minihack", "name": name}, num_envs=1, seed=0)
+    try:
+        env = venv.envs[0].env
+        for seed in range(100):
+            env.minigrid_env.reset(seed=seed)
+            assert env.get_env_map(env.minigrid_env) == MiniGridHack.get_env_map(env, env.minigrid_env), seed
+    finally:
+        venv.close()
+
+
 def test_a_layout_seen_before_is_not_compiled_again(monkeypatch):
     monkeypatch.setattr(CompiledLevelBesideArchive, "_compiled", collections.OrderedDict())
     monkeypatch.setattr(minigrid_levels, "LEVEL_CACHE_SIZE", 2)

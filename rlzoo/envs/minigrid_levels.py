@@ -6,7 +6,8 @@ rm, dlb and mv, six processes per reset. NetHack reads a level file from its own
 the archive does not hold it, so here the archive is built once per environment without the level,
 and a reset only puts the compiled level beside it. A task has a bounded number of layouts
 (MultiRoom-N2 draws about 13,000 distinct ones), so each process keeps the levels it compiled: a
-layout seen before costs one file write instead of a lev_comp. The level NetHack plays is the same.
+layout seen before costs one file write instead of a lev_comp. MiniHack's reader of the layout
+is replaced by one that reads the grid row by row. The level NetHack plays is the same.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any
 LEVEL_NAME = "mylevel"  # the level MiniHack's dungeon description plays and its MiniGrid tasks define
 # Compiled levels are about 1.2 kB: 16,384 of them hold every MultiRoom-N2 layout in about 25 MB.
 LEVEL_CACHE_SIZE = 16_384
+# The map character MiniHack writes for each MiniGrid object type other than walls.
+_CELL_CHARS = {"door": "+", "floor": ".", "lava": "L", "goal": ".", "player": "."}
 
 
 class CompiledLevelBesideArchive:
@@ -34,6 +37,44 @@ class CompiledLevelBesideArchive:
         # MiniHack reads the layout cell by cell through `env.unwrapped`, which walks gymnasium's
         # wrapper chain on every call; none of those wrappers acts on the reset that draws a layout.
         self.minigrid_env = self.minigrid_env.unwrapped
+
+    def get_env_map(self, env: Any) -> tuple[str, tuple[int, int], tuple[int, int] | None, list[tuple[int, int]]]:
+        """MiniHack's reader of the MiniGrid layout, with the same output quirk for quirk, reading the
+        grid's cell list row by row: MiniHack calls `grid.get` and `env.unwrapped` once per cell, which
+        cost as much as NetHack's own reset."""
+        env = env.unwrapped
+        grid, width = env.grid, env.width
+        door_pos: list[tuple[int, int]] = []
+        goal_pos = None
+        empty_strs = 0
+        empty_str = True
+        env_map = []
+        for j in range(grid.height):
+            row = grid.grid[j * grid.width : j * grid.width + width]
+            if empty_str and row.count(None) == width:
+                empty_strs += 1  # blank rows above the layout shift every row below them
+                continue
+            empty_str = False
+            chars = []
+            for i, cell in enumerate(row):
+                if cell is None:
+                    chars.append(".")
+                elif cell.type == "wall":
+                    chars.append(self.wall)
+                else:
+                    chars.append(_CELL_CHARS.get(cell.type, ""))  # MiniHack writes nothing for other types
+                    if cell.type == "door":
+                        door_pos.append((i, j - empty_strs))
+                    elif cell.type == "goal":
+                        goal_pos = (i, j - empty_strs)
+            line = "".join(chars)
+            if j < grid.height - 1 and set(line) != {"."}:
+                # As MiniHack does: blank the first k dots, k the first wall's column, from each end.
+                line = line.replace(".", " ", line.index(self.wall))
+                line = line[::-1].replace(".", " ", line[::-1].index(self.wall))[::-1]
+                env_map.append(line)
+        start_pos = (int(env.agent_pos[0]), int(env.agent_pos[1]) - empty_strs)
+        return "\n".join(env_map), start_pos, goal_pos, door_pos
 
     def update(self, des_file: str) -> None:
         from minihack.base import HACKDIR
