@@ -8,7 +8,8 @@
    the trained policy. The papers' finding: episodic bonuses (E3B, counts) cover far more of each new level than
    global ones (RND) alone.
 2. sparse: MiniHack-MultiRoom-N2-v0 and MiniHack-Corridor-R2-v0, 2M steps, `--seeds` seeds; success
-   rate per method with the interquartile mean over all runs and a stratified-bootstrap 95% CI.
+   rate per method with the interquartile mean over all runs and a stratified-bootstrap 95% CI, under
+   the success rate of uniformly random actions on each task (the level a method has to beat).
 3. cost: the same short run per method, `--repeats` rounds alternating the methods; median learner
    seconds per batch and steady-state steps/s relative to `bonus=none` measured in the same
    invocation. Bar: E3B and RND keep >= 75% of the no-bonus steps/s.
@@ -42,6 +43,7 @@ EXPLORATION_TASK = "MiniHack-Labyrinth-Small-v0"
 EXPLORATION_STEPS = 500_000
 SPARSE_TASKS = ["MiniHack-MultiRoom-N2-v0", "MiniHack-Corridor-R2-v0"]
 SPARSE_STEPS = 2_000_000
+RANDOM_EPISODES = 300
 COST_STEPS = 20_000
 COST_BAR = 0.75
 # The environment pays nothing: the agent is driven by the intrinsic reward alone.
@@ -169,9 +171,26 @@ def success_rate(run_dir: Path, last_episodes: int = 100) -> float:
     return total / n if n else float("nan")
 
 
+def random_action_success(task: str, episodes: int, seed: int = 0) -> float:
+    """Success rate of uniformly random actions over `episodes` episodes of one environment (with
+    several, the short episodes would finish first and be over-counted)."""
+    env = make_vec_env({"family": "minihack", "name": task}, 1, seed=seed)
+    rng = np.random.default_rng(seed)
+    successes: list[float] = []
+    try:
+        env.reset()
+        while len(successes) < episodes:
+            successes += [e["success"] for e in env.step(rng.integers(env.spec.num_actions, size=1))[3]]
+    finally:
+        env.close()
+    return float(np.mean(successes))
+
+
 def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
     steps = max(1, int(SPARSE_STEPS * scale))
-    rows, best = [], ("", -1.0)
+    rows = [["random actions", task, 0, random_action_success(task, RANDOM_EPISODES), "", "", "", ""]
+            for task in SPARSE_TASKS]
+    best = ("", -1.0)
     for method in methods:
         per_task = []
         for task in SPARSE_TASKS:

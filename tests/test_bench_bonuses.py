@@ -54,3 +54,9 @@ def test_a_stop_signal_ends_the_benchmark_instead_of_starting_the_next_run(tmp_p
     _fake_train(monkeypatch, {"env_steps": 400, "stopped_by": "SIGTERM", "steps_per_second": 10.0})
     with pytest.raises(SystemExit, match="stopped by SIGTERM at 400 steps.*rerun"):
         bench_bonuses.run_once(tmp_path, ["bonus=e3b"], 1000)
+
+
+def test_random_action_success_counts_the_episodes_of_one_env_reproducibly():
+    rate = bench_bonuses.random_action_success("MiniHack-Room-5x5-v0", episodes=10, seed=3)
+    assert rate == bench_bonuses.random_action_success("MiniHack-Room-5x5-v0", episodes=10, seed=3)
+    assert 0.0 <= rate <= 1.0 and (rate * 10) == pytest.approx(round(rate * 10))
