@@ -120,14 +120,15 @@ def bootstrap_ci(per_task: list[np.ndarray], stat: Callable[[np.ndarray], float]
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> None:
+def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> str:
+    """Write <part>.csv and <part>.md under `out`; returns the Markdown table."""
     with (out / f"{part}.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     (out / f"{part}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 
 
 def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
@@ -145,8 +146,8 @@ def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: 
         rows.append([method, "episodic" if method in EPISODIC else "global/none", steps, float(coverage.mean()),
                      float(np.std(means)), " ".join(f"{m:.1f}" for m in means), int(coverage.max())])
         print(f"{method}: {coverage.mean():.1f} distinct positions per episode", flush=True)
-    write_table(out, "exploration", ["method", "kind", "steps", "positions_mean", "std_over_seeds", "per_seed",
-                                     "positions_max"], rows)
+    print(write_table(out, "exploration", ["method", "kind", "steps", "positions_mean", "std_over_seeds",
+                                           "per_seed", "positions_max"], rows), flush=True)
     by_kind = {kind: [r[3] for r in rows if r[1] == kind] for kind in ("episodic", "global/none")}
     if all(by_kind.values()):
         return (f"exploration: episodic bonuses {np.mean(by_kind['episodic']):.1f} vs global/none "
@@ -206,8 +207,9 @@ def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[
         rows.append([method, "all (IQM)", steps, iqm, "", iqm, low, high])
         best = max(best, (method, iqm), key=lambda b: b[1])
         # Rewritten after every method, so a benchmark stopped part-way still shows what it finished.
-        write_table(out, "sparse", ["method", "task", "steps", "success", "per_seed", "iqm", "ci_low", "ci_high"],
-                    rows)
+        table = write_table(out, "sparse", ["method", "task", "steps", "success", "per_seed", "iqm", "ci_low",
+                                            "ci_high"], rows)
+    print(table, flush=True)
     return f"sparse: best IQM success {best[1]:.2f} ({best[0]})"
 
 
@@ -232,8 +234,8 @@ def cost(out: Path, methods: list[str], scale: float, repeats: int, extra: list[
         if bar:
             verdicts.append(f"{method} {relative:.0%} {bar}")
         rows.append([method, update_s, update_s / base_update, sps, relative, bar])
-    write_table(out, "cost", ["method", "learner_s_per_batch", "learner_time_vs_none", "steps_per_s",
-                              "steps_per_s_vs_none", f"bar_{COST_BAR:.0%}"], rows)
+    print(write_table(out, "cost", ["method", "learner_s_per_batch", "learner_time_vs_none", "steps_per_s",
+                                    "steps_per_s_vs_none", f"bar_{COST_BAR:.0%}"], rows), flush=True)
     return "cost: " + ", ".join(verdicts) if verdicts else "cost: done"
 
 
