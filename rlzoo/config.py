@@ -6,14 +6,13 @@ each check names the key, the bad value and what is allowed, and runs before any
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlzoo.models.precision import PRECISIONS
+from rlzoo import CONFIG_DIR
+from rlzoo.models.precision import DEVICES, PRECISIONS
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def available_cpus() -> int:
@@ -121,7 +120,7 @@ def validate(cfg: DictConfig) -> None:
         check_number(cfg, key, integer=True, min_value=1)
     check_number(cfg, "runtime.learner_threads", integer=True, min_value=0)
     check_number(cfg, "runtime.learner_chunk", integer=True, min_value=0)
-    check_choice(cfg, "runtime.device", ["auto", "cpu", "cuda"])
+    check_choice(cfg, "runtime.device", DEVICES)
     check_choice(cfg, "runtime.precision", list(PRECISIONS))
     check_bool(cfg, "runtime.allow_oversubscribe")
     if cfg.runtime.batch_size % cfg.runtime.envs_per_actor:

@@ -14,68 +14,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from rlzoo.envs import env_spec, eval_env_cfg, make_vec_env
-from rlzoo.models import build_model
-from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint
-from rlzoo.runtime.learner import uses_separate_value_head
-
-
-def load_policy(path: Path) -> tuple[DictConfig, torch.nn.Module]:
-    """Config and policy of a run directory or a checkpoint file."""
-    ckpt_path = latest_path(path) if path.is_dir() else path
-    state = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(state["config"])
-    model = build_model(cfg.model, env_spec(cfg.env), intrinsic_value_head=uses_separate_value_head(cfg))
-    model.load_state_dict(state["learner"]["model"])
-    model.eval()
-    return cfg, model
+from rlzoo.envs import eval_env_cfg, make_vec_env
+from rlzoo.runtime.checkpoint import CheckpointError
+from rlzoo.runtime.evaluation import (VideoRecorder, episode_quota, load_policy, play_episodes, policy_actor,
+                                      summarize)
 
 
 def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int, greedy: bool,
                  num_envs: int = 8, video_frames: list[np.ndarray] | None = None,
                  max_frames: int = 1000) -> list[dict[str, float]]:
-    """Play `episodes` episodes, a fixed share from each environment; optionally record environment
-    0's first episode.
-
-    Taking whichever episodes finish first would favour short episodes (and bias the mean return);
-    each environment instead contributes its first `episodes // num_envs` (+1 for the first few).
-
-    Procgen videos use the 64×64 observation (upscaled), which is what the agent saw; rendering
-    full-size frames for every environment would slow evaluation down several times.
-    """
+    """Play `episodes` episodes of `env_cfg` on `num_envs` environments, a fixed share from each;
+    optionally append environment 0's first episode to `video_frames`."""
     num_envs = max(1, min(num_envs, episodes))
-    full_render = video_frames is not None and env_cfg["family"] != "procgen"
-    env = make_vec_env(env_cfg, num_envs, seed=seed, render=full_render)
-    generator = torch.Generator().manual_seed(seed)
-    obs = env.reset()
-    first = np.ones(num_envs, dtype=bool)
-    state = model.initial_state(num_envs)
-    quota = np.full(num_envs, episodes // num_envs)
-    quota[: episodes % num_envs] += 1
-    kept: list[list[dict[str, float]]] = [[] for _ in range(num_envs)]
-    recording = video_frames is not None
+    procgen = env_cfg["family"] == "procgen"
+    env = make_vec_env(env_cfg, num_envs, seed=seed, render=video_frames is not None and not procgen)
+    observers = []
+    if video_frames is not None:
+        observers.append(VideoRecorder(env, video_frames, max_frames, upscale=4 if procgen else 1))
     try:
-        while any(len(k) < q for k, q in zip(kept, quota)):
-            if recording:
-                frame = env.render(0)
-                video_frames.append(frame if full_render else frame.repeat(4, axis=0).repeat(4, axis=1))
-            actions, _, state = model.act(obs, first, state, generator, greedy)
-            obs, _, done, eps = env.step(actions.numpy())
-            first = done.copy()
-            recording = recording and not done[0] and len(video_frames) < max_frames
-            for i, episode in zip(np.flatnonzero(done).tolist(), eps, strict=True):  # eps come in env order
-                if len(kept[i]) < quota[i]:
-                    kept[i].append(episode)
+        return play_episodes(env, policy_actor(model, num_envs, seed, greedy), episode_quota(episodes, num_envs),
+                             observers)
     finally:
         env.close()
-    return [episode for env_episodes in kept for episode in env_episodes]
-
-
-def summarize(episodes: list[dict[str, float]]) -> dict[str, float]:
-    keys = sorted({k for ep in episodes for k in ep})
-    return {k: float(np.mean([ep[k] for ep in episodes if k in ep])) for k in keys}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,19 +26,22 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from bench_common import steady_state_steps_per_second
+
+from rlzoo.bonuses import runnable_bonus_options
 from rlzoo.config import load_config
 from rlzoo.envs import make_vec_env
-from rlzoo.evaluate import load_policy
+from rlzoo.logging.metrics import read_metrics
+from rlzoo.reports.statistics import iqm_interval
+from rlzoo.runtime.evaluation import load_policy, play_episodes, policy_actor, random_actor
 from rlzoo.runtime.trainer import train
 
-METHODS = ["none", "rnd", "ride", "noveld", "e3b", "e3b_rnd", "counts"]
-EPISODIC = {"e3b", "counts", "e3b_rnd"}
+METHODS = runnable_bonus_options()  # every bonus that needs nothing beyond its config, `none` first
 EXPLORATION_TASK = "MiniHack-Labyrinth-Small-v0"
 EXPLORATION_STEPS = 500_000
 SPARSE_TASKS = ["MiniHack-MultiRoom-N2-v0", "MiniHack-Corridor-R2-v0"]
@@ -49,6 +52,12 @@ COST_BAR = 0.75
 # The environment pays nothing: the agent is driven by the intrinsic reward alone.
 REWARD_FREE = ["+env.env_kwargs.reward_win=0.0", "+env.env_kwargs.reward_lose=0.0",
                "+env.env_kwargs.penalty_step=0.0", "+env.env_kwargs.penalty_time=0.0", "bonus.extrinsic_coef=0.0"]
+
+
+def is_episodic(option: str) -> bool:
+    """Whether the bonus keeps per-episode state at its heart: E3B, episodic counts, or a global × episodic product."""
+    cfg = load_config([f"bonus={option}"]).bonus
+    return cfg.name in ("e3b", "global_episodic") or (cfg.name == "counts" and cfg.scope == "episodic")
 
 
 def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
@@ -69,55 +78,34 @@ def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
     return summary
 
 
-def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+class DistinctPositions:
+    """Observer adding `positions` to each episode: the distinct (x, y, depth) agent positions it visited."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.visited: list[set] = [set() for _ in range(num_envs)]
+
+    def observe(self, obs: dict[str, np.ndarray], first: np.ndarray) -> None:
+        for i, visited in enumerate(self.visited):
+            visited.add(tuple(obs["blstats"][i, [0, 1, 12]].tolist()))
+
+    def end(self, env_index: int) -> dict[str, float]:
+        count, self.visited[env_index] = len(self.visited[env_index]), set()
+        return {"positions": count}
 
 
 @torch.no_grad()
 def positions_per_episode(run_dir: Path, episodes: int, seed: int) -> list[int]:
-    """Distinct (x, y, depth) agent positions in each of `episodes` episodes of the trained policy,
-    the first `episodes // 8` of each of 8 environments (the first to finish overall would favour
-    short episodes, which visit fewer positions)."""
+    """Distinct agent positions in each of `episodes` episodes of the trained policy, an equal share
+    from each of 8 environments on levels the run has not trained on."""
     cfg, model = load_policy(run_dir)
     num_envs = min(8, episodes)
-    per_env = episodes // num_envs
-    env = make_vec_env(cfg.env, num_envs, seed=seed + 10_000)  # levels the run has not trained on
-    generator = torch.Generator().manual_seed(seed)
-    obs = env.reset()
-    first = np.ones(num_envs, dtype=bool)
-    state = model.initial_state(num_envs)
-    visited: list[set] = [set() for _ in range(num_envs)]
-    counts: list[list[int]] = [[] for _ in range(num_envs)]
+    env = make_vec_env(cfg.env, num_envs, seed=seed + 10_000)
     try:
-        while min(len(c) for c in counts) < per_env:
-            for i in range(num_envs):
-                visited[i].add(tuple(obs["blstats"][i, [0, 1, 12]].tolist()))
-            actions, _, state = model.act(obs, first, state, generator)
-            obs, _, done, _ = env.step(actions.numpy())
-            first = done.copy()
-            for i in np.flatnonzero(done):
-                if len(counts[i]) < per_env:
-                    counts[i].append(len(visited[i]))
-                visited[i] = set()
+        played = play_episodes(env, policy_actor(model, num_envs, seed), episodes // num_envs,
+                               [DistinctPositions(num_envs)])
     finally:
         env.close()
-    return [c for env_counts in counts for c in env_counts]
-
-
-def interquartile_mean(x: np.ndarray) -> float:
-    """Mean of the middle 50% (rliable's IQM: trim 25% from each end)."""
-    x = np.sort(np.asarray(x, dtype=float))
-    cut = int(np.floor(0.25 * len(x)))
-    return float(x[cut:len(x) - cut].mean())
-
-
-def bootstrap_ci(per_task: list[np.ndarray], stat: Callable[[np.ndarray], float], reps: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
-    """95% percentile CI of `stat` over runs, resampling seeds within each task (stratified)."""
-    rng = np.random.default_rng(seed)
-    values = [stat(np.concatenate([task[rng.integers(len(task), size=len(task))] for task in per_task]))
-              for _ in range(reps)]
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    return [int(e["positions"]) for e in played]
 
 
 def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> str:
@@ -143,7 +131,7 @@ def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: 
             per_seed.append(np.array(positions_per_episode(run_dir, episodes=32, seed=0)))
         means = [float(c.mean()) for c in per_seed]
         coverage = np.concatenate(per_seed)
-        rows.append([method, "episodic" if method in EPISODIC else "global/none", steps, float(coverage.mean()),
+        rows.append([method, "episodic" if is_episodic(method) else "global/none", steps, float(coverage.mean()),
                      float(np.std(means)), " ".join(f"{m:.1f}" for m in means), int(coverage.max())])
         print(f"{method}: {coverage.mean():.1f} distinct positions per episode", flush=True)
     print(write_table(out, "exploration", ["method", "kind", "steps", "positions_mean", "std_over_seeds",
@@ -159,7 +147,7 @@ def success_rate(run_dir: Path, last_episodes: int = 100) -> float:
     """Success rate over about the last `last_episodes` episodes (each metric row holds the mean over
     the episodes that ended since the previous row)."""
     weighted, counted, previous = [], [], 0
-    for row in metric_rows(run_dir):
+    for row in read_metrics(run_dir):
         ended, previous = row["episodes"] - previous, row["episodes"]
         if "episode/success" in row and ended > 0:
             weighted.append(row["episode/success"] * ended)
@@ -176,15 +164,11 @@ def random_action_success(task: str, episodes: int, seed: int = 0) -> float:
     """Success rate of uniformly random actions over `episodes` episodes of one environment (with
     several, the short episodes would finish first and be over-counted)."""
     env = make_vec_env({"family": "minihack", "name": task}, 1, seed=seed)
-    rng = np.random.default_rng(seed)
-    successes: list[float] = []
     try:
-        env.reset()
-        while len(successes) < episodes:
-            successes += [e["success"] for e in env.step(rng.integers(env.spec.num_actions, size=1))[3]]
+        played = play_episodes(env, random_actor(env.spec.num_actions, 1, seed), episodes)
     finally:
         env.close()
-    return float(np.mean(successes))
+    return float(np.mean([e["success"] for e in played]))
 
 
 def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
@@ -202,8 +186,7 @@ def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[
                 rates.append(success_rate(run_dir))
             per_task.append(np.array(rates))
             rows.append([method, task, steps, float(np.mean(rates)), " ".join(f"{r:.2f}" for r in rates), "", "", ""])
-        iqm = interquartile_mean(np.concatenate(per_task))
-        low, high = bootstrap_ci(per_task, interquartile_mean)
+        iqm, low, high = iqm_interval(np.stack(per_task, axis=1))  # [seeds, tasks]
         rows.append([method, "all (IQM)", steps, iqm, "", iqm, low, high])
         best = max(best, (method, iqm), key=lambda b: b[1])
         # Rewritten after every method, so a benchmark stopped part-way still shows what it finished.
@@ -223,7 +206,7 @@ def cost(out: Path, methods: list[str], scale: float, repeats: int, extra: list[
             run_dir = out / "runs" / "cost" / stamp / f"{method}-r{round_}"
             run_once(run_dir, [f"env.name={SPARSE_TASKS[0]}", f"bonus={method}", "logger.log_interval_s=1", *extra],
                      steps)
-            update_s = [row["learner/update_s"] for row in metric_rows(run_dir) if "learner/update_s" in row]
+            update_s = [row["learner/update_s"] for row in read_metrics(run_dir) if "learner/update_s" in row]
             samples[method].append((float(np.median(update_s)), steady_state_steps_per_second(run_dir)))
     measured = {m: tuple(np.median(np.array(v), axis=0)) for m, v in samples.items()}
     base_update, base_sps = measured["none"]

@@ -1,12 +1,13 @@
 """Helpers shared by the benchmark scripts: raw environment speed and steady-state training speed."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from rlzoo.logging.metrics import read_metrics
 
 
 def steps_per_second(step: Callable[[], None], seconds: float) -> float:
@@ -57,7 +58,7 @@ def stock_env_steps_per_second(name: str, seconds: float = 10.0, seed: int = 0) 
 
 def steady_state_steps_per_second(run_dir: Path, warmup_fraction: float = 0.2) -> float:
     """Training steps/s from a run's metric log, leaving out start-up (the first part of the run)."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(Path(run_dir))
     end = rows[-1]
     start = next((r for r in rows if r["time"] >= warmup_fraction * end["time"]), rows[0])
     if end["time"] <= start["time"]:

@@ -15,7 +15,7 @@ import torch
 from rlzoo.config import load_config
 from rlzoo.envs import env_spec
 from rlzoo.runtime.learner import Learner
-from rlzoo.runtime.rollout import RolloutWorker, collate
+from rlzoo.runtime.rollout import RolloutWorker
 
 
 def main() -> None:
@@ -33,14 +33,14 @@ def main() -> None:
         cfg = load_config(["runtime=serial", f"env.name={args.env}", f"runtime.envs_per_actor={columns}",
                            f"runtime.batch_size={columns}", "algo.lr_decay=none", *args.overrides])
         spec = env_spec(cfg.env)
-        batch = collate([RolloutWorker(cfg, 0, spec).rollout()[0]])
+        batch = RolloutWorker(cfg, 0, spec).rollout().unroll
         learner = Learner(cfg, spec, columns, torch.device("cpu"))
         learner.update(batch, 0)  # warm-up
         start = time.perf_counter()
         for _ in range(args.repeats):
             learner.update(batch, 0)
         times[columns] = (time.perf_counter() - start) / args.repeats
-        samples = batch["actions"].size
+        samples = batch.size
         print(f"batch {columns:>4} × {cfg.runtime.unroll_length} steps: {times[columns] * 1000:8.1f} ms per update, "
               f"{samples / times[columns]:8,.0f} samples/s")
     small, large = min(times), max(times)

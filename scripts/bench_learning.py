@@ -9,7 +9,6 @@ Each part prints the figures it reached; the last line summarises both.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -17,28 +16,24 @@ import numpy as np
 
 from rlzoo.config import load_config
 from rlzoo.envs import env_spec, make_vec_env
+from rlzoo.logging.metrics import read_metrics
+from rlzoo.runtime.evaluation import episode_quota, play_episodes, random_actor
 from rlzoo.runtime.trainer import train
 
 
 def first_step_reaching(run_dir: Path, key: str, threshold: float) -> int | None:
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get(key, -np.inf) >= threshold:
-            return row["env_steps"]
-    return None
+    return next((row["env_steps"] for row in read_metrics(run_dir) if row.get(key, -np.inf) >= threshold), None)
 
 
-def random_policy_return(env_cfg, episodes: int = 200, seed: int = 0) -> float:
-    env = make_vec_env(env_cfg, 16, seed=seed)
-    rng = np.random.default_rng(seed)
-    n = env_spec(env_cfg).num_actions
-    env.reset()
-    returns: list[float] = []
-    while len(returns) < episodes:
-        _, _, _, finished = env.step(rng.integers(n, size=16))
-        returns.extend(ep["return"] for ep in finished)
-    env.close()
-    return float(np.mean(returns[:episodes]))
+def random_policy_return(env_cfg, episodes: int = 200, seed: int = 0, num_envs: int = 16) -> float:
+    """Mean return of uniformly random actions over `episodes` episodes, an equal share per environment."""
+    env = make_vec_env(env_cfg, num_envs, seed=seed)
+    try:
+        played = play_episodes(env, random_actor(env_spec(env_cfg).num_actions, num_envs, seed),
+                               episode_quota(episodes, num_envs))
+    finally:
+        env.close()
+    return float(np.mean([e["return"] for e in played]))
 
 
 def room(steps: int) -> str:

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from bench_common import raw_env_steps_per_second, steps_per_second
 
+from rlzoo.logging.metrics import read_metrics
+
 # minihack 1.0.2 imports pkg_resources, which warns on every import; nothing to act on here.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
@@ -215,7 +217,7 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
         summary = json.loads(summary_path.read_text())
         # summary.json's steps_per_second averages over the whole run; the per-second metric lines
         # give the same steady-state window as Sample Factory's side.
-        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metrics(Path(run_dir))
         reports = [(float(r["time"]), int(r["env_steps"])) for r in rows]
         if not reports or reports[-1][1] != int(summary["env_steps"]):
             raise RunFailed(f"metrics.jsonl does not end at summary.json's env_steps (log: {log_path})")

@@ -18,7 +18,6 @@ backlog and labels/s.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,13 +29,14 @@ import torch
 from rlzoo.bonuses.motif import read_threshold_and_exponent
 from rlzoo.config import load_config
 from rlzoo.envs import make_vec_env
-from rlzoo.motif.benchmark import (EpisodeMotifReturn, compare_means, mean_and_se, play_episodes, rank_messages,
-                                  wilson_interval)
+from rlzoo.motif.benchmark import EpisodeMotifReturn, GoldAndExperience, rank_messages
 from rlzoo.motif.cli import compose, run_annotate, run_collect, run_train_reward
 from rlzoo.motif.dataset import PairDataset
 from rlzoo.motif.loopback_judge import LoopbackJudge
-from rlzoo.motif.policies import checkpoint_policy, random_policy
 from rlzoo.motif.reward_model import MotifReward
+from rlzoo.logging.metrics import read_metrics
+from rlzoo.reports.statistics import compare_means, mean_and_se, wilson_interval
+from rlzoo.runtime.evaluation import load_policy, play_episodes, policy_actor, random_actor
 from rlzoo.runtime.trainer import train
 
 ENV = "NetHackScore-v0"
@@ -84,9 +84,10 @@ def evaluate(policy: str, episodes: int, seed: int, model_path: str, epsilon: fl
     reward = MotifReward.load(model_path)
     env = make_vec_env({"name": ENV}, EVAL_ENVS, seed)
     try:
-        act = (random_policy(env.spec.num_actions, seed) if policy == "random"
-               else checkpoint_policy(policy, EVAL_ENVS, seed))
-        return play_episodes(env, act, episodes // EVAL_ENVS, EpisodeMotifReturn(reward, epsilon, beta, EVAL_ENVS))
+        act = (random_actor(env.spec.num_actions, EVAL_ENVS, seed) if policy == "random"
+               else policy_actor(load_policy(Path(policy))[1], EVAL_ENVS, seed))
+        return play_episodes(env, act, episodes // EVAL_ENVS,
+                             [GoldAndExperience(EVAL_ENVS), EpisodeMotifReturn(reward, epsilon, beta, EVAL_ENVS)])
     finally:
         env.close()
 
@@ -190,7 +191,7 @@ def oni(args: argparse.Namespace) -> None:
             cfg = load_config([f"env.name={ENV}", "experiment=nethack_score", *RUNTIME, *MODEL, *overrides,
                                f"total_steps={args.oni_steps}", f"seed={args.seed}", f"output_root={out}"])
             summary = train(cfg, out / f"oni_speed_{name}")
-            metrics = [json.loads(line) for line in (out / f"oni_speed_{name}" / "metrics.jsonl").read_text().splitlines()]
+            metrics = read_metrics(out / f"oni_speed_{name}")
             last = next((m for m in reversed(metrics) if "bonus/oni_backlog" in m), {})
             rates = [m["bonus/oni_labels_per_s"] for m in metrics if "bonus/oni_labels_per_s" in m]
             rows.append((name, f"{summary['steps_per_second']:7.1f} steps/s   backlog {last.get('bonus/oni_backlog', 0):5.0f}   "

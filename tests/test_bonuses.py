@@ -8,16 +8,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rlzoo.bonuses import BONUS_REGISTRY, build_bonus
-from rlzoo.bonuses.base import BatchContext, batch_waves
-from rlzoo.bonuses.counting import EpisodicCounts, GlobalCounts, state_hashes
+from rlzoo.bonuses import bonus_names, build_bonus
+from rlzoo.bonuses.common.base import BatchContext, batch_waves
+from rlzoo.bonuses.common.counting import EpisodicCounts, GlobalCounts, state_hashes
 from rlzoo.bonuses.e3b import elliptical_bonuses
-from rlzoo.bonuses.global_episodic import combine
-from rlzoo.bonuses.noveld import noveld_reward
-from rlzoo.bonuses.normalization import IntrinsicNormalizer, RunningMeanStd
-from rlzoo.bonuses.ride import impact_reward
+from rlzoo.bonuses.common.normalization import IntrinsicNormalizer, RunningMeanStd
 from rlzoo.config import load_config
 from rlzoo.envs import env_spec
+from rlzoo.unroll import Unroll
+
+pytestmark = pytest.mark.unit
 
 # A small φ network so the tests stay fast; the bonus code is the same for the full-size model.
 SMALL_MODEL = [
@@ -79,14 +79,20 @@ def make_batch(states, dones, env_ids=None, unroll_index=0, first0=None, num_act
     cols = states.shape[1]
     first0 = torch.ones(1, cols, dtype=torch.bool) if first0 is None else torch.as_tensor(first0).view(1, cols)
     index = torch.as_tensor(unroll_index).expand(cols) if np.isscalar(unroll_index) else torch.as_tensor(unroll_index)
-    return {
-        "obs": symbolic_obs(states),
-        "first": torch.cat([first0, dones]),
-        "actions": torch.as_tensor(states[1:] % num_actions, dtype=torch.int64),
-        "dones": dones,
-        "env_ids": torch.arange(cols) if env_ids is None else torch.as_tensor(env_ids),
-        "unroll_index": index.clone(),
-    }
+    steps = dones.shape[0]
+    return Unroll(
+        obs=symbolic_obs(states),
+        first=torch.cat([first0, dones]),
+        actions=torch.as_tensor(states[1:] % num_actions, dtype=torch.int64),
+        rewards=torch.zeros(steps, cols),
+        dones=dones,
+        logits=torch.zeros(steps, cols, num_actions),
+        core_state=(),
+        env_ids=torch.arange(cols) if env_ids is None else torch.as_tensor(env_ids),
+        unroll_index=index.clone(),
+        policy_version=torch.zeros(cols, dtype=torch.int64),
+        actor_ids=torch.zeros(cols, dtype=torch.int64),
+    )
 
 
 def run(bonus, batch):
@@ -364,12 +370,6 @@ def test_rnd_error_falls_on_seen_input_and_target_gets_no_gradient(minihack_spec
         assert p.grad is None and not p.requires_grad and torch.equal(before, p)
 
 
-def test_noveld_formula_on_hand_values():
-    novelty = torch.tensor([[1.0], [3.0], [2.0], [0.5]])
-    first_visit = torch.tensor([[1.0], [1.0], [0.0]])
-    torch.testing.assert_close(noveld_reward(novelty, 0.5, first_visit)[:, 0], torch.tensor([2.5, 0.5, 0.0]))
-
-
 def test_noveld_nonnegative_and_alpha_zero_is_rnd_error_times_first_visit(minihack_spec):
     rng = np.random.default_rng(1)
     states = rng.integers(0, 6, size=(13, 3))
@@ -377,27 +377,21 @@ def test_noveld_nonnegative_and_alpha_zero_is_rnd_error_times_first_visit(miniha
     bonus = make_bonus(minihack_spec, "noveld", 3, "bonus.alpha=0.0")
     batch = make_batch(states, dones)
     with torch.no_grad():
-        bonus.rnd.observe({k: v[1:].reshape(-1, *v.shape[2:]) for k, v in batch["obs"].items()})
-        error = bonus.rnd({k: v[1:].reshape(-1, *v.shape[2:]) for k, v in batch["obs"].items()}).norm(dim=-1).view(12, 3)
+        bonus.rnd.observe({k: v[1:].reshape(-1, *v.shape[2:]) for k, v in batch.obs.items()})
+        error = bonus.rnd({k: v[1:].reshape(-1, *v.shape[2:]) for k, v in batch.obs.items()}).norm(dim=-1).view(12, 3)
     bonus = make_bonus(minihack_spec, "noveld", 3, "bonus.alpha=0.0")
     reward = bonus.intrinsic_reward(batch)
-    ctx = BatchContext(torch.arange(3), batch["dones"], np.ones(3, dtype=bool), [np.arange(3)])
-    mask = EpisodicCounts(3).visit(state_hashes(batch["obs"], "full"), ctx) == 1
-    torch.testing.assert_close(reward, error * torch.as_tensor(mask) * (~batch["dones"]))
-    assert (~torch.as_tensor(mask) & ~batch["dones"]).any()  # repeats inside episodes were masked
+    ctx = BatchContext(torch.arange(3), batch.dones, np.ones(3, dtype=bool), [np.arange(3)])
+    mask = EpisodicCounts(3).visit(state_hashes(batch.obs, "full"), ctx) == 1
+    torch.testing.assert_close(reward, error * torch.as_tensor(mask) * (~batch.dones))
+    assert (~torch.as_tensor(mask) & ~batch.dones).any()  # repeats inside episodes were masked
     unmasked = make_bonus(minihack_spec, "noveld", 3, "bonus.alpha=0.0", "bonus.first_visit_mask=false")
-    torch.testing.assert_close(unmasked.intrinsic_reward(batch), error * (~batch["dones"]))
+    torch.testing.assert_close(unmasked.intrinsic_reward(batch), error * (~batch.dones))
     default = make_bonus(minihack_spec, "noveld", 3, "bonus.alpha=2.0")
     assert torch.all(default.intrinsic_reward(batch) >= 0)
 
 
 # ---- RIDE, combinations, normalisation, config errors ------------------------------------------
-def test_ride_impact_reward_on_hand_values():
-    phi = torch.tensor([[[0.0, 0.0]], [[3.0, 4.0]], [[3.0, 4.0]]])
-    counts = torch.tensor([[4], [1]])
-    torch.testing.assert_close(impact_reward(phi, counts)[:, 0], torch.tensor([2.5, 0.0]))
-
-
 def test_ride_trains_forward_and_inverse_models(minihack_spec):
     bonus = make_bonus(minihack_spec, "ride", 2)
     reward, metrics = run(bonus, make_batch(np.array([[0, 1], [2, 3], [2, 4]]), np.zeros((2, 2))))
@@ -405,11 +399,6 @@ def test_ride_trains_forward_and_inverse_models(minihack_spec):
     assert torch.all(reward >= 0)
 
 
-def test_product_and_sum_combinations():
-    g = torch.tensor([[0.5, 2.0], [1.0, 0.0]])
-    e = torch.tensor([[4.0, 1.0], [0.0, 3.0]])
-    torch.testing.assert_close(combine(g, e, "product", (1.0, 1.0)), torch.tensor([[2.0, 2.0], [0.0, 0.0]]))
-    torch.testing.assert_close(combine(g, e, "sum", (2.0, 0.5)), torch.tensor([[3.0, 4.5], [2.0, 1.5]]))
 
 
 @pytest.mark.parametrize("op", ["product", "sum"])
@@ -457,7 +446,7 @@ def test_unknown_bonus_name_lists_allowed(minihack_spec):
     with pytest.raises(ValueError, match=r"bonus.name='curiosity'.*allowed: none, counts"):
         build_bonus(cfg, minihack_spec, None, 1, "cpu")
     assert build_bonus(OmegaConf.create({"name": "none"}), minihack_spec, None, 1, "cpu") is None
-    assert {"e3b", "rnd", "noveld", "ride", "counts", "global_episodic"} <= set(BONUS_REGISTRY)
+    assert {"e3b", "rnd", "noveld", "ride", "counts", "global_episodic"} <= set(bonus_names())
 
 
 @pytest.mark.parametrize(
@@ -476,14 +465,19 @@ def test_bad_config_values_name_the_key(minihack_spec, override, message):
 def test_procgen_bonuses_run_on_pixels(procgen_spec):
     rng = np.random.default_rng(0)
     rgb = torch.from_numpy(rng.integers(0, 255, size=(5, 2, 64, 64, 3), dtype=np.uint8))
-    batch = {
-        "obs": {"rgb": rgb},
-        "first": torch.zeros(5, 2, dtype=torch.bool),
-        "actions": torch.zeros(4, 2, dtype=torch.int64),
-        "dones": torch.zeros(4, 2, dtype=torch.bool),
-        "env_ids": torch.arange(2),
-        "unroll_index": torch.zeros(2, dtype=torch.int64),
-    }
+    batch = Unroll(
+        obs={"rgb": rgb},
+        first=torch.zeros(5, 2, dtype=torch.bool),
+        actions=torch.zeros(4, 2, dtype=torch.int64),
+        rewards=torch.zeros(4, 2),
+        dones=torch.zeros(4, 2, dtype=torch.bool),
+        logits=torch.zeros(4, 2, 15),
+        core_state=(),
+        env_ids=torch.arange(2),
+        unroll_index=torch.zeros(2, dtype=torch.int64),
+        policy_version=torch.zeros(2, dtype=torch.int64),
+        actor_ids=torch.zeros(2, dtype=torch.int64),
+    )
     for name in ("rnd", "noveld", "counts"):
         reward, metrics = run(make_bonus(procgen_spec, name, 2, env="procgen"), batch)
         assert reward.shape == (4, 2) and torch.isfinite(reward).all() and "bonus/int_raw_mean" in metrics

@@ -7,7 +7,8 @@ import torch
 from rlzoo.envs import env_spec
 from rlzoo.runtime import distributed
 from rlzoo.runtime.learner import Learner
-from rlzoo.runtime.rollout import RolloutWorker, collate
+from rlzoo.runtime.rollout import RolloutWorker
+from rlzoo.unroll import Unroll
 
 
 def _replica(rank, world_size, init_method, cfg, batch, queue):
@@ -22,12 +23,13 @@ def _replica(rank, world_size, init_method, cfg, batch, queue):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.integration
 def test_two_learners_equal_one(compose):
     # float32: in bf16 the two shards' rounding differs from the full batch's beyond any tight tolerance.
     cfg = compose(["runtime.envs_per_actor=4", "runtime.num_actors=2", "runtime.batch_size=8",
                    "runtime.unroll_length=8", "algo.lr_decay=none", "runtime.precision=fp32"])
     spec = env_spec(cfg.env)
-    batch = collate([RolloutWorker(cfg, i, spec).rollout()[0] for i in range(2)])
+    batch = Unroll.concat([RolloutWorker(cfg, i, spec).rollout().unroll for i in range(2)])
 
     single = Learner(cfg, spec, num_envs=8, device=torch.device("cpu"))
     for step in range(2):
@@ -49,6 +51,7 @@ def test_two_learners_equal_one(compose):
                for k, v in single.model.state_dict().items()), "the update changed nothing"
 
 
+@pytest.mark.integration
 def test_ray_run_with_two_learner_replicas(compose, tmp_path):
     from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
     from rlzoo.runtime.trainer import train
@@ -60,12 +63,13 @@ def test_ray_run_with_two_learner_replicas(compose, tmp_path):
     assert load_checkpoint(latest_path(tmp_path))["learner"]["version"] == summary["learner_steps"]
 
 
+@pytest.mark.unit
 def test_chunked_update_equals_one_pass(compose):
     """Gradients accumulated over column chunks (runtime.learner_chunk) equal one pass over the batch."""
     cfg = compose(["runtime.envs_per_actor=4", "runtime.batch_size=4", "algo.lr_decay=none",
                    "runtime.precision=fp32", "bonus=e3b"])
     spec = env_spec(cfg.env)
-    batch = collate([RolloutWorker(cfg, 0, spec).rollout()[0]])
+    batch = RolloutWorker(cfg, 0, spec).rollout().unroll
     params, metrics = [], []
     for chunk in (0, 1, 3):  # one pass; one column at a time; uneven chunks (3 + 1)
         cfg.runtime.learner_chunk = chunk

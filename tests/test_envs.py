@@ -17,6 +17,8 @@ from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.nethack import AgentCrop
 from rlzoo.envs.registry import NETHACK_TASKS, PROCGEN_GAMES, minihack_tasks
 
+pytestmark = pytest.mark.unit
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"
 MINIHACK = {"family": "minihack", "name": "MiniHack-Room-5x5-v0"}
 NETHACK = {"family": "nethack", "name": "NetHackScore-v0"}

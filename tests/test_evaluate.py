@@ -11,6 +11,7 @@ from rlzoo import evaluate
 from rlzoo.runtime.trainer import train
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("experiment,rows,episodes", [
     ([], ["episodes"], "3"),
     (["experiment=procgen_coinrun", "env.name=bigfish", "model.lstm_size=0"], ["train levels", "held-out levels"], "1"),
@@ -29,12 +30,14 @@ def test_evaluate_prints_table_and_writes_gif(compose, tmp_path, experiment, row
     assert len(frames) >= 2 and frames[0].ndim == 3 and frames[0].shape[2] in (3, 4)
 
 
+@pytest.mark.integration
 def test_evaluate_rejects_missing_checkpoint(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rlzoo.evaluate", str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "no checkpoint" in proc.stderr
 
 
+@pytest.mark.integration
 def test_nethack_full_network_trains_serially(compose, tmp_path):
     summary = train(compose(["experiment=nethack_score", "total_steps=64", "runtime.unroll_length=8",
                              "model.use_message=true"]), tmp_path)
@@ -70,6 +73,7 @@ class _ConstantPolicy(torch.nn.Module):
         return torch.zeros(len(first), dtype=torch.int64), None, state
 
 
+@pytest.mark.unit
 def test_run_episodes_takes_an_equal_share_from_every_env(monkeypatch):
     monkeypatch.setattr(evaluate, "make_vec_env", lambda *args, **kwargs: _ShortAndLongEpisodes())
     episodes = evaluate.run_episodes(_ConstantPolicy(), {"family": "minihack"}, 6, seed=0, greedy=True, num_envs=2)

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 import rlzoo.runtime.rollout as rollout
 from rlzoo.config import ConfigError
 from rlzoo.envs import env_spec
+from rlzoo.logging.metrics import read_metrics
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
@@ -41,6 +42,7 @@ class FaultyEnv:
         return self.env.step(actions)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["raise", "hang"])
 def test_env_crash_or_hang_rebuilds_env_and_training_continues(compose, tmp_path, monkeypatch, mode):
     real = rollout.make_vec_env
@@ -50,10 +52,11 @@ def test_env_crash_or_hang_rebuilds_env_and_training_continues(compose, tmp_path
         summary = train(compose(["total_steps=256", "runtime.env_step_timeout_s=1"]), tmp_path)
     assert summary["env_restarts"] == 1
     assert summary["env_steps"] == 256  # training went on past the fault
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path)
     assert rows[-1]["faults/env_restarts"] == 1
 
 
+@pytest.mark.integration
 def test_killed_ray_actor_is_replaced(compose, tmp_path):
     cfg = compose(["runtime=ray", "runtime.num_actors=2", "total_steps=3000", "logger.log_interval_s=0.5"])
     trainer = Trainer(cfg, tmp_path)
@@ -97,6 +100,7 @@ def _metric_steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["env_steps"] for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_stop_signal_checkpoints_and_resume_continues(tmp_path, sig):
     proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000"), stderr=subprocess.PIPE, text=True)
@@ -118,6 +122,7 @@ def test_stop_signal_checkpoints_and_resume_continues(tmp_path, sig):
     assert load_checkpoint(latest_path(tmp_path))["learner"]["version"] == (saved + 128) // 64
 
 
+@pytest.mark.integration
 def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
     proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000", "checkpoint_interval_s=1"),
                             stderr=subprocess.DEVNULL)
@@ -135,6 +140,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == saved + 64
 
 
+@pytest.mark.unit
 def test_half_written_checkpoint_is_never_loaded(tmp_path):
     path = latest_path(tmp_path)
     save_checkpoint(path, {"env_steps": 7})
@@ -143,10 +149,11 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     assert load_checkpoint(path)["env_steps"] == 7
 
 
+@pytest.mark.unit
 def test_nonfinite_updates_are_skipped_then_stop_with_message(compose):
     cfg = compose(["algo.max_nonfinite_updates=3"])
     spec = env_spec(cfg.env)
-    batch = rollout.collate([rollout.RolloutWorker(cfg, 0, spec).rollout()[0]])
+    batch = rollout.RolloutWorker(cfg, 0, spec).rollout().unroll
     learner = Learner(cfg, spec, 4, torch.device("cpu"))
     with torch.no_grad():
         learner.model.baseline_head.weight.fill_(float("nan"))
@@ -157,6 +164,7 @@ def test_nonfinite_updates_are_skipped_then_stop_with_message(compose):
     assert learner.version == 0
 
 
+@pytest.mark.integration
 def test_nonfinite_stop_leaves_checkpoint(compose, tmp_path, monkeypatch):
     def nan_update(self, batch, env_steps):
         self._nonfinite_in_a_row = self.algo.max_nonfinite_updates
@@ -168,6 +176,7 @@ def test_nonfinite_stop_leaves_checkpoint(compose, tmp_path, monkeypatch):
     assert latest_path(tmp_path).exists()
 
 
+@pytest.mark.unit
 def test_corrupt_checkpoint_gives_clear_error(compose, tmp_path):
     latest_path(tmp_path).parent.mkdir(parents=True)
     latest_path(tmp_path).write_bytes(b"not a checkpoint")
@@ -175,12 +184,14 @@ def test_corrupt_checkpoint_gives_clear_error(compose, tmp_path):
         train(compose(["total_steps=64"]), tmp_path)
 
 
+@pytest.mark.integration
 def test_checkpoint_of_another_model_is_refused(compose, tmp_path):
     train(compose(["total_steps=64"]), tmp_path)
     with pytest.raises(CheckpointError, match="different model config.*lstm_size"):
         train(compose(["total_steps=128", "model.lstm_size=64"]), tmp_path)
 
 
+@pytest.mark.integration
 def test_checkpoint_from_before_a_new_env_setting_resumes(compose, tmp_path):
     cfg = compose([])
     saved = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in ("model", "bonus", "env")}
@@ -193,6 +204,7 @@ def test_checkpoint_from_before_a_new_env_setting_resumes(compose, tmp_path):
         check_compatible(saved, cfg, tmp_path)
 
 
+@pytest.mark.unit
 def test_unreachable_ray_address_fails_fast(compose, tmp_path):
     start = time.monotonic()
     with pytest.raises(RayConnectionError, match="runtime.ray_address='127.0.0.1:9'"):
@@ -200,6 +212,7 @@ def test_unreachable_ray_address_fails_fast(compose, tmp_path):
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.unit
 def test_more_actors_than_cpus_needs_consent(compose, tmp_path):
     with pytest.raises(ConfigError, match="allow_oversubscribe"):
         train(compose(["runtime=ray", f"runtime.num_actors={os.cpu_count() + 1}"]), tmp_path)

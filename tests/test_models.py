@@ -8,10 +8,12 @@ import torch
 from nle import nethack
 from omegaconf import OmegaConf
 
-from rlzoo.bonuses.encoders import SymbolicTrunk
+from rlzoo.bonuses.common.encoders import SymbolicTrunk
 from rlzoo.envs.vec_env import EnvSpec
 from rlzoo.models import build_model, build_torso
 from rlzoo.models.nethack_net import NUM_GLYPHS, BlstatsNormalizer
+
+pytestmark = pytest.mark.unit
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 NETHACK_SPEC = EnvSpec(

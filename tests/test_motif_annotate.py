@@ -12,6 +12,8 @@ from rlzoo.motif.labels import Label
 from rlzoo.motif.llm_client import ChatClient, LLMSettings, LLMUnreachableError
 from rlzoo.motif.loopback_judge import LoopbackJudge, progress_score
 
+pytestmark = pytest.mark.unit
+
 TEXTS = ["You kill the newt!", "It's a wall.", "$ - 3 gold pieces.", "", "It's solid stone."]
 
 

@@ -3,9 +3,13 @@ bootstrap comparison and the message ranking."""
 import numpy as np
 import pytest
 
-from rlzoo.motif.benchmark import BL_EXP, BL_GOLD, EpisodeMotifReturn, compare_means, play_episodes, rank_messages, wilson_interval
+from rlzoo.motif.benchmark import BL_EXP, BL_GOLD, EpisodeMotifReturn, GoldAndExperience, rank_messages
+from rlzoo.reports.statistics import compare_means, wilson_interval
+from rlzoo.runtime.evaluation import play_episodes
 from rlzoo.motif.captions import encode_message
 from rlzoo.motif.dataset import BL_SCORE, PairDataset, Segment
+
+pytestmark = pytest.mark.unit
 
 Z = {"You kill the newt!": 5.0, "$ - 3 gold pieces.": 3.0, "It's a wall.": -1.0, "": 0.0}
 
@@ -54,7 +58,7 @@ def no_op(obs, first):
 
 def test_every_env_contributes_its_first_episodes_however_long():
     env = ScriptedEnv([2, 7, 3], [""])
-    episodes = play_episodes(env, no_op, per_env=3)
+    episodes = play_episodes(env, no_op, 3, [GoldAndExperience(3)])
     # First-to-finish sampling would have filled up with env 0's short episodes.
     assert [(e["env"], e["episode"]) for e in episodes] == [(i, k) for i in range(3) for k in range(3)]
     assert [e["length"] for e in episodes] == [2] * 3 + [7] * 3 + [3] * 3
@@ -66,13 +70,13 @@ def test_every_env_contributes_its_first_episodes_however_long():
 def test_motif_return_thresholds_and_divides_by_episode_counts():
     texts = ["", "You kill the newt!", "It's a wall.", "You kill the newt!", "$ - 3 gold pieces."]
     env = ScriptedEnv([5, 3], texts)
-    episodes = play_episodes(env, no_op, per_env=2, motif_return=EpisodeMotifReturn(TableReward(), 0.5, 3.0, 2))
+    episodes = play_episodes(env, no_op, 2, [EpisodeMotifReturn(TableReward(), 0.5, 3.0, 2)])
     # Steps 1..length-1 are seen (the last observation is already the next episode's first).
     # Env 0 sees newt, wall, newt, gold: 5 + 0 + 5/2³ + 3; env 1 sees newt, wall: 5 + 0.
     assert [e["motif_return"] for e in episodes] == pytest.approx([8 + 5 / 8, 8 + 5 / 8, 5.0, 5.0])
     # Without a threshold the wall's negative z counts too.
     env = ScriptedEnv([5], texts)
-    episodes = play_episodes(env, no_op, per_env=1, motif_return=EpisodeMotifReturn(TableReward(), None, 1.0, 1))
+    episodes = play_episodes(env, no_op, 1, [EpisodeMotifReturn(TableReward(), None, 1.0, 1)])
     assert episodes[0]["motif_return"] == pytest.approx(5 - 1 + 5 / 2 + 3)
 
 

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from rlzoo.bonuses.motif import MotifBonus
+from rlzoo.bonuses.common.base import create_bonus
 from rlzoo.motif.captions import encode_message
 from rlzoo.motif.intrinsic import count_discounted_reward
 from rlzoo.motif.reward_model import QUANTILE_LEVELS, MessageRewardModel, save_reward_model
+from unrolls import make_unroll
+
+pytestmark = pytest.mark.unit
 
 SPEC = SimpleNamespace(family="nethack", num_actions=23)
 
@@ -46,15 +49,12 @@ def batch(texts_per_env, dones, unroll_index):
     first = torch.zeros(messages.shape[:2], dtype=torch.bool)
     first[1:] = dones
     first[0] = torch.tensor([i == 0 for i in unroll_index])
-    return {
-        "obs": {"message": torch.from_numpy(messages), "blstats": torch.zeros(*messages.shape[:2], 27, dtype=torch.int32)},
-        "first": first, "dones": dones, "rewards": torch.zeros(dones.shape),
-        "env_ids": torch.arange(len(texts_per_env)), "unroll_index": torch.tensor(unroll_index),
-    }
+    obs = {"message": torch.from_numpy(messages), "blstats": torch.zeros(*messages.shape[:2], 27, dtype=torch.int32)}
+    return make_unroll(obs, first, dones, torch.arange(len(texts_per_env)), torch.tensor(unroll_index))
 
 
 def test_motif_bonus_counts_messages_per_episode_across_unrolls(model_path):
-    bonus = MotifBonus(config(model_path), SPEC, None, num_envs=2, device="cpu")
+    bonus = create_bonus(config(model_path), SPEC, None, num_envs=2, device="cpu")
     z = {t: float(bonus.reward_model.normalized(encode_message(t)[None])[0]) for t in "ABC"}
     b1 = batch([["A", "B", "A", "A", "C"], ["C", "C", "C", "C", "C"]],
                [[0, 0, 1, 0], [0, 0, 0, 0]], [0, 0])
@@ -72,7 +72,7 @@ def test_motif_bonus_counts_messages_per_episode_across_unrolls(model_path):
 
 
 def test_motif_threshold_zeroes_rewards_below_epsilon(model_path):
-    bonus = MotifBonus(config(model_path, threshold_quantile=0.6), SPEC, None, num_envs=1, device="cpu")
+    bonus = create_bonus(config(model_path, threshold_quantile=0.6), SPEC, None, num_envs=1, device="cpu")
     assert bonus.epsilon == 10.0  # from the saved quantiles; every z here is far below
     r = bonus.intrinsic_reward(batch([["A", "B", "C"]], [[0, 0]], [0]))
     assert torch.all(r == 0)
@@ -80,10 +80,10 @@ def test_motif_threshold_zeroes_rewards_below_epsilon(model_path):
 
 def test_motif_bonus_config_errors(model_path, tmp_path):
     with pytest.raises(ValueError, match="bonus.reward_model_path is required"):
-        MotifBonus(config(model_path, reward_model_path=None), SPEC, None, 1, "cpu")
+        create_bonus(config(model_path, reward_model_path=None), SPEC, None, 1, "cpu")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        MotifBonus(config(tmp_path / "missing.pt"), SPEC, None, 1, "cpu")
+        create_bonus(config(tmp_path / "missing.pt"), SPEC, None, 1, "cpu")
     with pytest.raises(ValueError, match="threshold_quantile=1.5"):
-        MotifBonus(config(model_path, threshold_quantile=1.5), SPEC, None, 1, "cpu")
+        create_bonus(config(model_path, threshold_quantile=1.5), SPEC, None, 1, "cpu")
     with pytest.raises(ValueError, match="no message|has none"):
-        MotifBonus(config(model_path), SimpleNamespace(family="procgen", num_actions=15), None, 1, "cpu")
+        create_bonus(config(model_path), SimpleNamespace(family="procgen", num_actions=15), None, 1, "cpu")

@@ -9,6 +9,8 @@ from rlzoo.motif.labels import Label
 from rlzoo.motif.llm_client import ChatClient, LLMError, LLMSettings, LLMUnreachableError
 from rlzoo.motif.loopback_judge import LoopbackJudge
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def server():

@@ -1,11 +1,15 @@
 """End to end: collect on NetHackScore, annotate through a loopback OpenAI-compatible server, train
 the reward model, then train an agent with bonus=motif."""
-import json
 
+import pytest
+
+from rlzoo.logging.metrics import read_metrics
 from rlzoo.motif.cli import compose as compose_step, run_annotate, run_collect, run_train_reward
 from rlzoo.motif.dataset import PairDataset
 from rlzoo.motif.loopback_judge import LoopbackJudge
 from rlzoo.runtime.trainer import train
+
+pytestmark = pytest.mark.integration
 
 SMALL_MODEL = ["model.use_full_map=false", "model.fc_sizes=[64,64]", "model.lstm_size=0", "model.crop_channels=[8,8]"]
 
@@ -41,5 +45,5 @@ def test_offline_pipeline_then_motif_training(tmp_path, compose, monkeypatch):
                          "total_steps=2000", f"output_root={tmp_path / 'runs'}", *SMALL_MODEL])
     summary = train(cfg, tmp_path / "run")
     assert summary["env_steps"] >= 2000
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(tmp_path / "run")
     assert any("bonus/int_raw_mean" in m for m in metrics)

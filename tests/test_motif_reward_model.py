@@ -13,6 +13,8 @@ from rlzoo.motif.labels import Label
 from rlzoo.motif.reward_model import MotifReward, preference_loss, preference_targets
 from rlzoo.motif.train_reward import TrainSettings, split, train_reward_model
 
+pytestmark = pytest.mark.unit
+
 
 def test_preference_loss_matches_hand_computed_values():
     r1 = torch.tensor([2.0, 0.0, 1.0])

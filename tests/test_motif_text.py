@@ -8,6 +8,8 @@ from rlzoo.motif.captions import build_caption, caption_from_array, decode_messa
 from rlzoo.motif.labels import Label, parse_helpful, parse_preference
 from rlzoo.motif.prompts import GOALS, pair_prompt
 
+pytestmark = pytest.mark.unit
+
 
 def test_caption_groups_repeats_and_drops_empty():
     messages = ["", "It's a wall.", "It's a wall.", "", "It's a wall.", "You kill the newt!", "  ", "It's a wall."]

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from rlzoo.bonuses.oni import ONIBonus
+from rlzoo.bonuses.common.base import create_bonus
 from rlzoo.motif.captions import encode_message
 from rlzoo.motif.dataset import BL_SCORE
 from rlzoo.motif.loopback_judge import LoopbackJudge
+from unrolls import make_unroll
 
 SPEC = SimpleNamespace(family="nethack", num_actions=23)
 KILL, WALL, GOLD, STONE = "You kill the newt!", "It's a wall.", "$ - 4 gold pieces.", "It's solid stone."
@@ -39,9 +40,8 @@ class Feeder:
         blstats[:, 0, BL_SCORE] = torch.tensor(scores)
         first = torch.zeros(5, 1, dtype=torch.bool)
         first[0] = self.index == 0
-        b = {"obs": {"message": messages, "blstats": blstats}, "first": first,
-             "dones": torch.zeros(4, 1, dtype=torch.bool), "rewards": torch.zeros(4, 1),
-             "env_ids": torch.tensor([0]), "unroll_index": torch.tensor([self.index])}
+        b = make_unroll({"message": messages, "blstats": blstats}, first, torch.zeros(4, 1, dtype=torch.bool),
+                        torch.tensor([0]), torch.tensor([self.index]))
         self.index += 1
         return b
 
@@ -62,10 +62,11 @@ def run_until(bonus, feeder, condition, timeout=20.0):
     raise AssertionError(f"condition not met in {timeout} s; last metrics {metrics}")
 
 
+@pytest.mark.unit
 def test_retrieval_through_llm_never_blocks_and_sends_each_message_once():
     with LoopbackJudge(slow_s=0.5) as server:
         llm = {"base_url": server.base_url, "model": "judge-slow", "api_key_env": None, "max_concurrency": 4}
-        bonus = ONIBonus(config(annotator="llm", llm=llm), SPEC, None, num_envs=1, device="cpu")
+        bonus = create_bonus(config(annotator="llm", llm=llm), SPEC, None, num_envs=1, device="cpu")
         feeder = Feeder()
         start = time.monotonic()
         r, metrics = step(bonus, feeder)
@@ -81,8 +82,9 @@ def test_retrieval_through_llm_never_blocks_and_sends_each_message_once():
         bonus.close()
 
 
+@pytest.mark.unit
 def test_classification_learns_labels_online():
-    bonus = ONIBonus(config(model="classification"), SPEC, None, num_envs=1, device="cpu")
+    bonus = create_bonus(config(model="classification"), SPEC, None, num_envs=1, device="cpu")
     feeder = Feeder()
     r, metrics = run_until(bonus, feeder, lambda r, m: m.get("loss/oni_classifier", 1.0) < 0.05, timeout=60)
     r, _ = step(bonus, feeder)
@@ -90,8 +92,9 @@ def test_classification_learns_labels_online():
     bonus.close()
 
 
+@pytest.mark.unit
 def test_ranking_trains_motif_model_online_with_normalised_reward():
-    bonus = ONIBonus(config(model="ranking", threshold_quantile=0.5), SPEC, None, num_envs=1, device="cpu")
+    bonus = create_bonus(config(model="ranking", threshold_quantile=0.5), SPEC, None, num_envs=1, device="cpu")
     feeder = Feeder()
     run_until(bonus, feeder, lambda r, m: m.get("loss/oni_reward_model", 1.0) < 0.2 and bonus.updates >= 10, timeout=60)
     z = bonus._values(np.arange(len(bonus.table)))
@@ -101,13 +104,14 @@ def test_ranking_trains_motif_model_online_with_normalised_reward():
     bonus.close()
 
 
+@pytest.mark.integration
 def test_process_annotator_and_checkpoint_round_trip():
-    bonus = ONIBonus(config(annotator_mode="process"), SPEC, None, num_envs=1, device="cpu")
+    bonus = create_bonus(config(annotator_mode="process"), SPEC, None, num_envs=1, device="cpu")
     feeder = Feeder()
     run_until(bonus, feeder, lambda r, m: m["bonus/oni_labelled"] == 4, timeout=60)
     state = bonus.state_dict()
     bonus.close()
-    restored = ONIBonus(config(), SPEC, None, num_envs=1, device="cpu")
+    restored = create_bonus(config(), SPEC, None, num_envs=1, device="cpu")
     restored.load_state_dict(state)
     assert sorted(restored.table.text(i) for i, v in enumerate(restored.table.labels) if v == 1.0) == sorted([KILL, GOLD])
     r, metrics = step(restored, feeder)
@@ -116,17 +120,19 @@ def test_process_annotator_and_checkpoint_round_trip():
     restored.close()
 
 
+@pytest.mark.unit
 def test_oni_config_errors():
     with pytest.raises(ValueError, match="bonus.model='ranker'"):
-        ONIBonus(config(model="ranker"), SPEC, None, 1, "cpu")
+        create_bonus(config(model="ranker"), SPEC, None, 1, "cpu")
     with pytest.raises(ValueError, match="bonus.annotator_mode='actor'"):
-        ONIBonus(config(annotator_mode="actor"), SPEC, None, 1, "cpu")
+        create_bonus(config(annotator_mode="actor"), SPEC, None, 1, "cpu")
     with pytest.raises(ValueError, match="bonus.goal='speed'"):
-        ONIBonus(config(goal="speed"), SPEC, None, 1, "cpu")
+        create_bonus(config(goal="speed"), SPEC, None, 1, "cpu")
     with pytest.raises(ValueError, match="base_url"):
-        ONIBonus(config(annotator="llm", llm={"base_url": "localhost", "model": "m"}), SPEC, None, 1, "cpu")
+        create_bonus(config(annotator="llm", llm={"base_url": "localhost", "model": "m"}), SPEC, None, 1, "cpu")
 
 
+@pytest.mark.unit
 def test_annotator_survives_an_unreachable_server_and_keeps_the_work():
     import socket
 

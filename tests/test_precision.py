@@ -11,9 +11,12 @@ from rlzoo.envs import env_spec, make_vec_env
 from rlzoo.models import build_model
 from rlzoo.models import precision
 from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
-from rlzoo.runtime.learner import Learner, batch_to_torch
-from rlzoo.runtime.rollout import RolloutWorker, collate
+from rlzoo.runtime.learner import Learner
+from rlzoo.runtime.rollout import RolloutWorker
+from rlzoo.unroll import Unroll
 from rlzoo.runtime.trainer import train
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -56,8 +59,8 @@ def test_bf16_learner_keeps_float32_weights_and_tracks_fp32_loss(compose):
         spec = env_spec(cfg.env)
         worker = RolloutWorker(cfg, 0, spec)
         assert next(worker.model.parameters()).dtype == (torch.bfloat16 if name == "bf16" else torch.float32)
-        batch = collate([worker.rollout()[0]])
-        assert batch["core_state"][0].dtype == np.float32
+        batch = Unroll.concat([worker.rollout().unroll])
+        assert batch.core_state[0].dtype == np.float32
         learner = Learner(cfg, spec, cfg.runtime.envs_per_actor, torch.device("cpu"))  # same seed, same weights
         metrics = learner.update(batch, 0)
         assert all(p.dtype == torch.float32 for p in learner.model.parameters())
@@ -68,12 +71,12 @@ def test_bf16_learner_keeps_float32_weights_and_tracks_fp32_loss(compose):
 def test_e3b_in_bf16_keeps_its_inverse_covariance_in_float64(compose):
     cfg = compose(["bonus=e3b", "runtime.precision=bf16"])
     spec = env_spec(cfg.env)
-    batch = collate([RolloutWorker(cfg, 0, spec).rollout()[0]])
+    batch = RolloutWorker(cfg, 0, spec).rollout().unroll
     torch.manual_seed(0)
     full = build_bonus(cfg.bonus, spec, cfg.model, 4, "cpu")
     torch.manual_seed(0)
     low = build_bonus(cfg.bonus, spec, cfg.model, 4, "cpu", torch.bfloat16)
-    as_torch = batch_to_torch(batch, torch.device("cpu"))
+    as_torch = batch.to_torch("cpu")
     reward, low_reward = full.intrinsic_reward(as_torch), low.intrinsic_reward(as_torch)
     assert low.cov_inverse.dtype == torch.float64
     assert low.compute_dtype == torch.bfloat16

@@ -72,6 +72,7 @@ def spec(**kw) -> ReportSpec:
     return ReportSpec(**{"reps": 300, "curve_reps": 100, "curve_points": 11, **kw})
 
 
+@pytest.mark.unit
 def test_final_score_averages_the_last_fraction_of_steps(sweep: Path) -> None:
     run = load_run_dir(sweep / "A-none-s2")
     assert final_score(run, "episode/return", 0.1) == pytest.approx(0.2)
@@ -81,6 +82,7 @@ def test_final_score_averages_the_last_fraction_of_steps(sweep: Path) -> None:
     assert steps_to_threshold(load_run_dir(sweep / "A-none-s1"), "episode/success", 0.5) == math.inf
 
 
+@pytest.mark.unit
 def test_report_tables_match_hand_computed_values(sweep: Path) -> None:
     runs = list(discover([sweep]))
     assert len(runs) == 12
@@ -114,6 +116,7 @@ def test_report_tables_match_hand_computed_values(sweep: Path) -> None:
     assert np.all(curve.low <= curve.value + 1e-12) and np.all(curve.value <= curve.high + 1e-12)
 
 
+@pytest.mark.unit
 def test_bootstrap_is_reproducible_and_narrows_with_confidence(sweep: Path) -> None:
     runs = list(discover([sweep]))
     a = build_report(runs, spec()).aggregates
@@ -123,6 +126,7 @@ def test_bootstrap_is_reproducible_and_narrows_with_confidence(sweep: Path) -> N
     assert (narrow["iqm_high"] - narrow["iqm_low"] <= a["iqm_high"] - a["iqm_low"] + 1e-12).all()
 
 
+@pytest.mark.unit
 def test_unequal_seed_counts_are_balanced_with_a_note(sweep: Path) -> None:
     write_run(sweep, "e3b", "A", 4, 0.0, None)
     scores = final_scores(list(discover([sweep])), spec())
@@ -130,12 +134,14 @@ def test_unequal_seed_counts_are_balanced_with_a_note(sweep: Path) -> None:
     assert any("e3b: kept the first 3 runs" in n for n in scores.notes)
 
 
+@pytest.mark.unit
 def test_tasks_not_run_by_every_group_are_left_out(sweep: Path) -> None:
     write_run(sweep, "e3b", "C", 1, 0.3, None)
     scores = final_scores(list(discover([sweep])), spec())
     assert scores.tasks == ["A", "B"] and any("C" in n for n in scores.notes)
 
 
+@pytest.mark.unit
 def test_bad_input_is_reported_clearly(sweep: Path) -> None:
     runs = list(discover([sweep]))
     with pytest.raises(ValueError, match="baseline 'rnd' is not among the groups"):
@@ -150,12 +156,14 @@ def test_bad_input_is_reported_clearly(sweep: Path) -> None:
         ReportSpec(curve_aggregate="median")
 
 
+@pytest.mark.unit
 def test_select_filters_on_config_values(sweep: Path) -> None:
     runs = list(discover([sweep]))
     assert len(select(runs, {"bonus.name": "e3b", "seed": "2"})) == 2
     assert select(runs, {"logger.group": "other"}) == []
 
 
+@pytest.mark.integration
 def test_cli_writes_plots_markdown_html_and_csv(sweep: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     assert main([str(sweep), "--out", str(out), "--reps", "300", "--curve-reps", "100",
@@ -174,6 +182,7 @@ def test_cli_writes_plots_markdown_html_and_csv(sweep: Path, tmp_path: Path, cap
     assert "baseline 'rnd'" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_offline_wandb_runs_are_read(tmp_path: Path) -> None:
     # A real offline run written by wandb in a subprocess, read back without the W&B service.
     script = (
@@ -195,6 +204,7 @@ def test_offline_wandb_runs_are_read(tmp_path: Path) -> None:
     assert final_score(run, "episode/return", 0.1) == pytest.approx((0.45 + 0.5) / 2)
 
 
+@pytest.mark.unit
 def test_wandb_reader_rejects_other_files(tmp_path: Path) -> None:
     bad = tmp_path / "run-x.wandb"
     bad.write_bytes(b"not a wandb file")
@@ -202,6 +212,7 @@ def test_wandb_reader_rejects_other_files(tmp_path: Path) -> None:
         list(iter_records(bad))
 
 
+@pytest.mark.unit
 def test_online_wandb_runs_go_through_the_public_api() -> None:
     from rlzoo.reports.runs import load_online_wandb
 

@@ -152,6 +152,7 @@ def _auth_error_of_client(gcs_address: str, env: dict[str, str], timeout_s: floa
     raise AssertionError("the client neither connected nor reported an authentication error")
 
 
+@pytest.mark.integration
 def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
@@ -208,6 +209,7 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
     assert private.stat().st_mode & 0o777 == 0o700  # Ray's world-writable session dirs sit below it
 
 
+@pytest.mark.integration
 def test_local_ray_refuses_to_run_without_token_auth(compose, monkeypatch):
     from rlzoo.runtime.ray_runtime import RayConnectionError, connect
 
@@ -243,6 +245,7 @@ def _slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("host, exposed", [(None, False), ("127.0.0.1", False), ("0.0.0.0", True)])
 def test_slurm_ray_head_starts_dashboard_only_when_asked_and_warns_off_loopback(tmp_path, host, exposed):
     extra = {"RLZOO_RAY_DASHBOARD_HOST": host} if host else {}
@@ -258,6 +261,7 @@ def test_slurm_ray_head_starts_dashboard_only_when_asked_and_warns_off_loopback(
     assert "--node-ip-address 127.0.0.1" in command  # the node's own address, never 0.0.0.0
 
 
+@pytest.mark.integration
 def test_slurm_ray_template_always_uses_a_fresh_token_kept_out_of_files(tmp_path):
     tokens = []
     for attempt in range(2):
@@ -279,6 +283,7 @@ def test_slurm_ray_template_always_uses_a_fresh_token_kept_out_of_files(tmp_path
     assert tokens[0] != tokens[1]
 
 
+@pytest.mark.integration
 def test_slurm_launch_command_carries_no_secret(tmp_path):
     secret = "rlzoo-test-secret-launch-7f3a"
     env = {**os.environ, "WANDB_API_KEY": secret, "OPENAI_API_KEY": secret}
@@ -311,6 +316,7 @@ def _files_holding(root: Path, needle: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
+@pytest.mark.integration
 def test_api_keys_never_reach_files_or_console(tmp_path):
     wandb_key = "rlzoo-test-secret-wandb-" + "5e" * 12  # 40 characters, the length W&B expects
     llm_key = "rlzoo-test-secret-llm-c0ffee"
@@ -367,6 +373,7 @@ def _assert_payload_would_run(tmp_path: Path) -> None:
     assert probe.exists()
 
 
+@pytest.mark.unit
 def test_crafted_checkpoint_is_refused_by_loader_and_evaluate(tmp_path, capsys):
     _assert_payload_would_run(tmp_path)
     marker = tmp_path / "marker"
@@ -379,6 +386,7 @@ def test_crafted_checkpoint_is_refused_by_loader_and_evaluate(tmp_path, capsys):
     assert not marker.exists()
 
 
+@pytest.mark.unit
 def test_crafted_reward_model_is_refused(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "reward_model.pt"
@@ -388,6 +396,7 @@ def test_crafted_reward_model_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["messages", "length"])
 def test_crafted_pair_dataset_array_is_refused(tmp_path, field):
     marker = tmp_path / "marker"
@@ -403,16 +412,19 @@ def test_crafted_pair_dataset_array_is_refused(tmp_path, field):
 # ---------------------------------------------------------------------------------------------------
 # Paths from config stay below their root.
 
+@pytest.mark.unit
 @pytest.mark.parametrize("run_name", ["../../etc", "/abs/run", "a/../../b", ".."])
 def test_run_name_must_be_a_plain_name(compose, run_name):
     with pytest.raises(ConfigError, match="run_name"):
         validate(compose([f"run_name='{run_name}'"]))
 
 
+@pytest.mark.unit
 def test_plain_run_name_is_accepted(compose):
     validate(compose(["run_name=MiniHack-Room-5x5-v0-e3b-s1"]))
 
 
+@pytest.mark.integration
 def test_run_name_cannot_leave_output_root_from_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rlzoo.train", "runtime=serial", f"output_root={tmp_path / 'runs'}",
                            "run_name=../../../../escape", "total_steps=16"],
@@ -422,6 +434,7 @@ def test_run_name_cannot_leave_output_root_from_the_command_line(tmp_path):
     assert not (tmp_path / "escape").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("labels_name", ["../outside", "{abs}/labels", "sub/labels"])
 def test_motif_labels_name_cannot_leave_the_dataset(tmp_path, labels_name):
     _pair_dataset(tmp_path / "pairs", n=2)
@@ -459,6 +472,7 @@ def _serve(handler: type, context: ssl.SSLContext | None = None) -> HTTPServer:
     return server
 
 
+@pytest.mark.unit
 def test_llm_client_does_not_follow_redirects_or_proxies(monkeypatch):
     with LoopbackJudge() as elsewhere:
         handler = type("Redirect", (_Redirector,), {"target": elsewhere.base_url + "/chat/completions"})
@@ -480,6 +494,7 @@ def test_llm_client_does_not_follow_redirects_or_proxies(monkeypatch):
             assert len(judge.requests) == 1 and not elsewhere.requests
 
 
+@pytest.mark.unit
 def test_llm_client_settings_cannot_change_after_creation():
     client = _client("http://127.0.0.1:9/v1")
     with pytest.raises(AttributeError):
@@ -498,6 +513,7 @@ class _Silent(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+@pytest.mark.integration
 def test_llm_client_verifies_tls_certificates(tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a self-signed certificate")
@@ -520,6 +536,7 @@ def test_llm_client_verifies_tls_certificates(tmp_path):
     assert handler.posts == []  # nothing was sent over the unverified connection
 
 
+@pytest.mark.unit
 def test_llm_requests_carry_only_model_prompt_captions_and_sampling(tmp_path):
     data = _pair_dataset(tmp_path / "pairs")
     with LoopbackJudge() as judge:

@@ -62,6 +62,7 @@ def _wait_for_job(job_id: str, timeout: float) -> dict[str, str]:
     raise TimeoutError(f"Slurm job {job_id} still running after {timeout} s")
 
 
+@pytest.mark.unit
 def test_ports_are_per_job_and_disjoint() -> None:
     blocks = {}
     for job in (1, 2, 1101, 123456):
@@ -73,12 +74,14 @@ def test_ports_are_per_job_and_disjoint() -> None:
     assert blocks[1] == blocks[1101]  # the block repeats every 1100 job ids
 
 
+@pytest.mark.unit
 def test_ray_temp_dir_is_short_enough_for_unix_sockets() -> None:
     assert _ray_env(987654, "ray_temp_dir") == "/tmp/rlzoo-ray-987654"
     with pytest.raises(RuntimeError, match="keep it at most 40"):
         _ray_env(987654, "RLZOO_RAY_TMP=/scratch/some/long/per-user/directory ray_temp_dir")
 
 
+@pytest.mark.unit
 def test_launch_validates_options_and_builds_sbatch_command() -> None:
     out = _run(["bash", str(LAUNCH), "--nodes", "3", "--cpus-per-node", "32", "--gpus-per-node", "4",
                 "--ray-nodes-per-node", "2", "--partition", "gpu", "--dry-run", "--", "rlzoo-train", "seed=2"])
@@ -126,6 +129,7 @@ print("WRONG_TOKEN_REFUSED", bad.returncode != 0)
 '''
 
 
+@pytest.mark.system
 def test_ray_template_runs_checks_and_trainer_on_two_ray_nodes(slurm, tmp_path: Path) -> None:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -160,6 +164,7 @@ SWEEP_OVERRIDES = [
 ]
 
 
+@pytest.mark.system
 def test_sweep_through_submitit_then_report(slurm, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_API_KEY": SECRET}
     out = _run([sys.executable, "-m", "rlzoo.train", "-m", *SWEEP_OVERRIDES, f"output_root={tmp_path}"],

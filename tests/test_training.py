@@ -10,20 +10,18 @@ import torch
 
 from rlzoo.config import ConfigError
 from rlzoo.envs import env_spec
+from rlzoo.logging.metrics import read_metrics
 from rlzoo.models import build_model
 from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
 from rlzoo.runtime.learner import Learner
 from rlzoo.runtime.trainer import train
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def model_params(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(latest_path(run_dir))["learner"]["model"]
 
 
+@pytest.mark.integration
 def test_serial_training_writes_run_directory(compose, tmp_path):
     summary = train(compose(["total_steps=300"]), tmp_path)
     assert summary["env_steps"] >= 300
@@ -37,6 +35,7 @@ def test_serial_training_writes_run_directory(compose, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["env_steps"] == summary["env_steps"]
 
 
+@pytest.mark.integration
 def test_serial_runs_are_reproducible(compose, tmp_path):
     cfg = compose(["total_steps=128", "seed=7"])
     train(cfg, tmp_path / "a")
@@ -46,6 +45,7 @@ def test_serial_runs_are_reproducible(compose, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+@pytest.mark.integration
 def test_resume_continues_steps_and_metric_log(compose, tmp_path):
     first = train(compose(["total_steps=256", "logger.log_interval_s=0.001"]), tmp_path)
     before = model_params(tmp_path)
@@ -59,6 +59,7 @@ def test_resume_continues_steps_and_metric_log(compose, tmp_path):
     assert any(not torch.equal(before[k], state["learner"]["model"][k]) for k in before)
 
 
+@pytest.mark.integration
 def test_ray_runtime_trains_with_two_actors(compose, tmp_path):
     cfg = compose(["runtime=ray", "runtime.num_actors=2", "runtime.envs_per_actor=4",
                    "runtime.batch_size=4", "total_steps=1024"])
@@ -75,13 +76,14 @@ def test_ray_runtime_trains_with_two_actors(compose, tmp_path):
     assert 0 <= rows[-1]["learner/wait_share"] <= 1
 
 
+@pytest.mark.integration
 def test_ray_policy_lag_stays_bounded_with_a_slow_learner(compose, tmp_path, monkeypatch):
     # Actors far faster than the learner must wait for it, not pile up stale unrolls.
     lags = []
     real_update = Learner.update
 
     def slow_update(self, batch, env_steps):
-        lags.append(self.version - float(batch["policy_version"].min()))
+        lags.append(self.version - float(batch.policy_version.min()))
         time.sleep(0.3)
         return real_update(self, batch, env_steps)
 
@@ -95,12 +97,14 @@ def test_ray_policy_lag_stays_bounded_with_a_slow_learner(compose, tmp_path, mon
     assert max(lags) <= 7, lags
 
 
+@pytest.mark.unit
 def test_bad_env_name_suggests_close_names(compose, tmp_path):
     with pytest.raises(ConfigError, match="MiniHack-Room-5x5-v0"):
         train(compose(["env.name=MiniHack-Room-5x6-v0"]), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override,key", [
     ("algo.lr=-0.1", "algo.lr"),
     ("runtime.unroll_length=0", "runtime.unroll_length"),
@@ -112,6 +116,7 @@ def test_bad_values_name_the_key(compose, tmp_path, override, key):
         train(compose([override]), tmp_path)
 
 
+@pytest.mark.integration
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     cmd = [sys.executable, "-m", "rlzoo.train", "runtime=serial", "algo.lr=-1", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -119,6 +124,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     assert "algo.lr=-1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_cli_rejects_unknown_key(tmp_path):
     cmd = [sys.executable, "-m", "rlzoo.train", "algo.learning_rate=1", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -6,6 +6,8 @@ import torch
 
 from rlzoo.algos.vtrace import vtrace
 
+pytestmark = pytest.mark.unit
+
 
 def reference_vtrace(log_rhos, discounts, rewards, values, bootstrap, rho_bar, c_bar, pg_rho_bar):
     """v_s = V(x_s) + Σ_{t≥s} (Π_{i=s}^{t-1} γ_i c_i) ρ_t δ_t, one env and one s at a time."""

@@ -1,10 +1,21 @@
-"""Where intrinsic rewards meet the extrinsic reward, before V-trace.
+"""Where intrinsic rewards meet the extrinsic reward: the one place a bonus changes what the agent
+optimises.
 
-This is the one place a bonus changes what the agent optimises.
+`reward_streams` turns the two rewards into the streams V-trace sees:
+- one stream (the default, E3B and the global × episodic studies): r = clip(c_e · r_ext + c_i · r_int),
+  the sum clipped, one value head, the extrinsic discount;
+- two streams (RND, `bonus.separate_value_head`): clip(r_ext) with the extrinsic value head and
+  discount, and r_int with the intrinsic value head, `bonus.int_discount` and, unless
+  `bonus.int_episodic`, no cut at episode ends; the advantages are then mixed as c_e·A_ext + c_i·A_int.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
+
+REWARD_CLIPS = ("abs_one", "none")
 
 
 def clip_reward(rewards: torch.Tensor, mode: str) -> torch.Tensor:
@@ -13,18 +24,55 @@ def clip_reward(rewards: torch.Tensor, mode: str) -> torch.Tensor:
     return rewards
 
 
-def combined_reward(
-    extrinsic: torch.Tensor,
-    intrinsic: torch.Tensor | None,
-    extrinsic_coef: float,
-    intrinsic_coef: float,
-    clip: str,
-) -> torch.Tensor:
-    """r = clip(extrinsic_coef · r_ext + intrinsic_coef · r_int), one reward stream.
+@dataclass(frozen=True)
+class RewardMix:
+    """How a run weighs, clips and discounts its rewards (from `algo.*` and `bonus.*`)."""
 
-    The sum is clipped, not each part: this is what E3B and the global×episodic studies did.
-    """
-    total = extrinsic_coef * extrinsic
+    discount: float = 0.99            # γ of the extrinsic return (algo.discount)
+    clip: str = "abs_one"             # algo.reward_clip
+    extrinsic_coef: float = 1.0       # bonus.extrinsic_coef
+    intrinsic_coef: float = 0.0       # bonus.coef
+    two_streams: bool = False         # bonus.separate_value_head
+    int_discount: float = 0.99        # bonus.int_discount (two streams)
+    int_episodic: bool = True         # bonus.int_episodic (two streams)
+
+    @classmethod
+    def from_config(cls, algo_cfg: Any, bonus_cfg: Any) -> "RewardMix":
+        if bonus_cfg.get("name", "none") == "none":
+            return cls(discount=float(algo_cfg.discount), clip=algo_cfg.reward_clip)
+        return cls(
+            discount=float(algo_cfg.discount),
+            clip=algo_cfg.reward_clip,
+            extrinsic_coef=float(bonus_cfg.extrinsic_coef),
+            intrinsic_coef=float(bonus_cfg.coef),
+            two_streams=bool(bonus_cfg.separate_value_head),
+            int_discount=float(bonus_cfg.int_discount),
+            int_episodic=bool(bonus_cfg.int_episodic),
+        )
+
+
+@dataclass
+class RewardStream:
+    """One reward stream: its rewards [T, B], discounts γ·(1 − done) [T, B], the value head that
+    predicts its return and the weight of its advantages in the policy gradient."""
+
+    rewards: torch.Tensor
+    discounts: torch.Tensor
+    value_key: str
+    advantage_weight: float
+
+
+def reward_streams(extrinsic: torch.Tensor, intrinsic: torch.Tensor | None, dones: torch.Tensor,
+                   mix: RewardMix) -> list[RewardStream]:
+    """The reward streams of a batch: one (summed and clipped) or two (extrinsic and intrinsic)."""
+    not_done = (~dones).float()
+    if mix.two_streams and intrinsic is not None:
+        int_discounts = mix.int_discount * (not_done if mix.int_episodic else torch.ones_like(not_done))
+        return [
+            RewardStream(clip_reward(extrinsic, mix.clip), mix.discount * not_done, "baseline", mix.extrinsic_coef),
+            RewardStream(intrinsic, int_discounts, "int_baseline", mix.intrinsic_coef),
+        ]
+    total = mix.extrinsic_coef * extrinsic
     if intrinsic is not None:
-        total = total + intrinsic_coef * intrinsic
-    return clip_reward(total, clip)
+        total = total + mix.intrinsic_coef * intrinsic
+    return [RewardStream(clip_reward(total, mix.clip), mix.discount * not_done, "baseline", 1.0)]

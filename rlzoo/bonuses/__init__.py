@@ -1,17 +1,32 @@
-"""Exploration bonuses, selected with `bonus=<name>`; every module here registers its bonus on import,
-so a new bonus is one file in this package plus one `configs/bonus/<name>.yaml`."""
+"""Exploration bonuses, selected with `bonus=<name>`.
+
+Each module of this package is one bonus, named after the module and registered with
+`@register_bonus`; its defaults are `configs/bonus/<name>.yaml`. A bonus's module is imported only
+when the bonus is built, so actors and runs without it never load its code (Motif's LLM stack, say).
+Shared building blocks live in `rlzoo.bonuses.common`.
+"""
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BONUS_REGISTRY, Bonus, create_bonus, register_bonus
+from rlzoo import CONFIG_DIR
+from rlzoo.bonuses.common.base import BONUS_REGISTRY, Bonus, bonus_class, bonus_names, create_bonus, register_bonus
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+
+def bonus_options() -> list[str]:
+    """Every `bonus=<option>` (configs/bonus/*.yaml: the methods and their combinations), `none` first."""
+    return sorted((p.stem for p in (CONFIG_DIR / "bonus").glob("*.yaml")), key=lambda name: (name != "none", name))
+
+
+def runnable_bonus_options() -> list[str]:
+    """The options a run can use with nothing but its config (not Motif's trained reward model or
+    ONI's LLM server): what tests and benchmarks cover by default."""
+    from rlzoo.config import load_config
+
+    return [option for option in bonus_options()
+            if option == "none" or bonus_class(load_config([f"bonus={option}"]).bonus.name).requires is None]
 
 
 def build_bonus(bonus_cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any,
@@ -23,4 +38,10 @@ def build_bonus(bonus_cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device
     return create_bonus(bonus_cfg, spec, model_cfg, num_envs, device, compute_dtype)
 
 
-__all__ = ["BONUS_REGISTRY", "Bonus", "build_bonus", "register_bonus"]
+def needs_intrinsic_value_head(bonus_cfg: Any) -> bool:
+    """Whether the policy needs a second value head: the bonus trains a separate intrinsic stream."""
+    return bonus_cfg.get("name") != "none" and bool(bonus_cfg.get("separate_value_head", False))
+
+
+__all__ = ["BONUS_REGISTRY", "Bonus", "bonus_class", "bonus_names", "bonus_options", "build_bonus",
+           "needs_intrinsic_value_head", "register_bonus", "runnable_bonus_options"]

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, register_bonus
-from rlzoo.bonuses.counting import EpisodicCounts, GlobalCounts, check_state_key, state_hashes
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, register_bonus
+from rlzoo.bonuses.common.counting import EpisodicCounts, GlobalCounts, check_state_key, state_hashes
+from rlzoo.unroll import Batch
 
 SCOPES = ("episodic", "global")
 EPISODIC_FORMS = ("first_visit", "inverse_sqrt")
@@ -28,8 +29,8 @@ class CountBonus(Bonus):
         self.episodic_counts = EpisodicCounts(num_envs)
         self.global_counts = GlobalCounts()
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
-        keys = state_hashes(batch["obs"], self.state_key)
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+        keys = state_hashes(batch.obs, self.state_key)
         if self.scope == "episodic":
             counts = self.episodic_counts.visit(keys, ctx)
             if self.episodic_form == "first_visit":
@@ -42,15 +43,3 @@ class CountBonus(Bonus):
             counts = self.global_counts.visit(visited)[int(ctx.fresh.sum()):].reshape(keys[1:].shape)
             reward = 1.0 / np.sqrt(counts)
         return torch.as_tensor(reward, dtype=torch.float32, device=self.device), None
-
-    def get_extra_state(self) -> dict:
-        return {
-            **super().get_extra_state(),
-            "episodic_counts": self.episodic_counts.state(),
-            "global_counts": self.global_counts.table,
-        }
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.episodic_counts.load(state["episodic_counts"])
-        self.global_counts.table = dict(state["global_counts"])

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
-from rlzoo.bonuses.dynamics import InverseDynamics
-from rlzoo.bonuses.encoders import build_embedding
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
+from rlzoo.bonuses.common.dynamics import InverseDynamics
+from rlzoo.bonuses.common.encoders import build_embedding
+from rlzoo.unroll import Batch
 
 
 def elliptical_bonuses(
@@ -74,13 +75,14 @@ class E3BBonus(Bonus):
         # Per-env C⁻¹, part of the checkpoint; an env's first unroll resets its own entry. float64:
         # with large or near-repeated φ the unroll's factorisation loses definiteness in float32.
         self.register_buffer("cov_inverse", torch.eye(dim, dtype=torch.float64).repeat(num_envs, 1, 1) / self.ridge)
-        self.to(self.device)
-        self.optimizer = self.make_optimizer([*self.encoder.parameters(), *self.inverse_dynamics.parameters()])
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.encoder.parameters(), *self.inverse_dynamics.parameters()]
+
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
         with self.network_autocast():
-            phi = self.encoder(flat_obs(batch["obs"])).float().view(steps + 1, cols, -1)
+            phi = self.encoder(flat_obs(batch.obs)).float().view(steps + 1, cols, -1)
         features = phi.detach().double()
         reward = torch.empty(steps, cols, device=self.device, dtype=torch.float64)
         fresh = torch.as_tensor(ctx.fresh, device=self.device)
@@ -96,6 +98,6 @@ class E3BBonus(Bonus):
                 self.cov_inverse[envs] = cov_inv
         return reward.float(), phi
 
-    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
-        actions = batch["actions"].to(self.device)
-        return {"e3b_inverse_dynamics": self.inverse_dynamics.loss(aux, actions, batch["dones"].to(self.device).bool())}
+    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
+        actions = batch.actions.to(self.device)
+        return {"e3b_inverse_dynamics": self.inverse_dynamics.loss(aux, actions, batch.dones.to(self.device).bool())}

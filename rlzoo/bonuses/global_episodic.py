@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, create_bonus, register_bonus
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, create_bonus, register_bonus
+from rlzoo.unroll import Batch
 
 OPS = ("product", "sum")
 
@@ -20,6 +21,16 @@ def combine(global_reward: torch.Tensor, episodic_reward: torch.Tensor, op: str,
     if op == "product":
         return global_reward * episodic_reward
     return weights[0] * global_reward + weights[1] * episodic_reward
+
+
+# Hand-computed cases for the formula test of every bonus (tests/test_bonus_formulas.py).
+_G, _E = torch.tensor([[0.5, 2.0], [1.0, 0.0]]), torch.tensor([[4.0, 1.0], [0.0, 3.0]])
+FORMULA_CASES = [
+    (combine, dict(global_reward=_G, episodic_reward=_E, op="product", weights=(1.0, 1.0)),
+     torch.tensor([[2.0, 2.0], [0.0, 0.0]])),
+    (combine, dict(global_reward=_G, episodic_reward=_E, op="sum", weights=(2.0, 0.5)),
+     torch.tensor([[3.0, 4.5], [2.0, 1.5]])),
+]
 
 
 @register_bonus("global_episodic")
@@ -34,12 +45,12 @@ class GlobalEpisodicBonus(Bonus):
         self.global_bonus = create_bonus(cfg["global_bonus"], spec, model_cfg, num_envs, device)
         self.episodic_bonus = create_bonus(cfg["episodic_bonus"], spec, model_cfg, num_envs, device)
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         global_reward = self.global_bonus.reward(batch, ctx)
         episodic_reward = self.episodic_bonus.reward(batch, ctx)
         return combine(global_reward, episodic_reward, self.op, self.weights), None
 
-    def train_step(self, batch: dict, aux: Any) -> dict[str, float]:
+    def train_step(self, batch: Batch, aux: Any) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for part, bonus in (("global", self.global_bonus), ("episodic", self.episodic_bonus)):
             for key, value in bonus.update(batch).items():

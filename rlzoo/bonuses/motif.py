@@ -12,19 +12,11 @@ from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, register_bonus
-from rlzoo.bonuses.counting import EpisodicCounts, state_hashes
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, register_bonus
+from rlzoo.bonuses.common.counting import EpisodicCounts, state_hashes
 from rlzoo.motif.intrinsic import count_discounted_reward
 from rlzoo.motif.reward_model import MotifReward
-
-MESSAGE_FAMILIES = ("nethack", "minihack")
-
-
-def check_message_env(spec: Any, bonus: str) -> None:
-    if spec.family not in MESSAGE_FAMILIES:
-        raise ValueError(f"bonus={bonus} reads the in-game message; env family {spec.family!r} has none "
-                         f"(allowed: {', '.join(MESSAGE_FAMILIES)})")
-
+from rlzoo.unroll import Batch
 
 def read_threshold_and_exponent(cfg: Any) -> tuple[float | None, float]:
     level = cfg.get("threshold_quantile") if hasattr(cfg, "get") else None
@@ -40,9 +32,11 @@ def read_threshold_and_exponent(cfg: Any) -> tuple[float | None, float]:
 
 @register_bonus("motif")
 class MotifBonus(Bonus):
+    requires = "a reward model trained with `python -m rlzoo.motif train-reward` (bonus.reward_model_path)"
+    families, needs = ("nethack", "minihack"), "the in-game message"
+
     def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
         super().__init__(cfg, spec, model_cfg, num_envs, device)
-        check_message_env(spec, "motif")
         path = cfg.get("reward_model_path")
         if not path:
             raise ValueError("bonus.reward_model_path is required for bonus=motif: the file written by "
@@ -52,17 +46,10 @@ class MotifBonus(Bonus):
         self.epsilon = None if level is None else self.reward_model.quantile(level)
         self.episodic_counts = EpisodicCounts(num_envs)
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
-        messages = batch["obs"]["message"]
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+        messages = batch.obs["message"]
         steps, cols = messages.shape[0] - 1, messages.shape[1]
         z = self.reward_model.normalized(messages[1:].reshape(steps * cols, -1).cpu().numpy()).reshape(steps, cols)
         counts = self.episodic_counts.visit(state_hashes({"message": messages}, "message"), ctx)
         reward = count_discounted_reward(z, counts, self.epsilon, self.count_exponent)
         return torch.as_tensor(reward, device=self.device), None
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "episodic_counts": self.episodic_counts.state()}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.episodic_counts.load(state["episodic_counts"])

@@ -8,14 +8,23 @@ from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
-from rlzoo.bonuses.counting import EpisodicCounts, check_state_key, state_hashes
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
+from rlzoo.bonuses.common.counting import EpisodicCounts, check_state_key, state_hashes
 from rlzoo.bonuses.rnd import build_rnd_network, predictor_loss
+from rlzoo.unroll import Batch
 
 
 def noveld_reward(novelty: torch.Tensor, alpha: float, first_visit: torch.Tensor) -> torch.Tensor:
     """novelty [T+1, B] = e(obs[t]); first_visit [T, B] marks obs[t+1] new in its episode."""
     return (novelty[1:] - alpha * novelty[:-1]).clamp_min(0.0) * first_visit
+
+
+# Hand-computed cases for the formula test of every bonus (tests/test_bonus_formulas.py), α = 0.5:
+# 3 − 0.5·1 = 2.5; 2 − 0.5·3 = 0.5; 0.5 − 0.5·2 < 0 → 0, also masked as a repeated visit.
+FORMULA_CASES = [
+    (noveld_reward, dict(novelty=torch.tensor([[1.0], [3.0], [2.0], [0.5]]), alpha=0.5,
+                         first_visit=torch.tensor([[1.0], [1.0], [0.0]])), torch.tensor([[2.5], [0.5], [0.0]])),
+]
 
 
 @register_bonus("noveld")
@@ -33,29 +42,23 @@ class NovelDBonus(Bonus):
         check_state_key(self.state_key, spec.family)
         self.episodic_counts = EpisodicCounts(num_envs)
         self.rnd = build_rnd_network(self)
-        self.to(self.device)
-        self.optimizer = self.make_optimizer(self.rnd.predictor_parameters())
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return self.rnd.predictor_parameters()
+
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
-        self.rnd.observe(flat_obs(batch["obs"], start=1))  # obs[0] was observed as the previous obs[T]
+        self.rnd.observe(flat_obs(batch.obs, start=1))  # obs[0] was observed as the previous obs[T]
         with self.network_autocast():
-            diff = self.rnd(flat_obs(batch["obs"])).view(steps + 1, cols, -1)
+            diff = self.rnd(flat_obs(batch.obs)).view(steps + 1, cols, -1)
         novelty = diff.detach().norm(dim=-1)
         if self.first_visit_mask:
-            counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
+            counts = self.episodic_counts.visit(state_hashes(batch.obs, self.state_key), ctx)
             first_visit = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)
         else:
             first_visit = torch.ones(steps, cols, device=self.device)
         # The predictor trains on the new observations obs[1:] only.
         return noveld_reward(novelty, self.alpha, first_visit), diff[1:].square().mean(-1)
 
-    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
         return {"noveld_predictor": predictor_loss(aux, self.update_proportion)}
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "episodic_counts": self.episodic_counts.state()}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.episodic_counts.load(state["episodic_counts"])

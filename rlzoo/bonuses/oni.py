@@ -23,15 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, register_bonus
-from rlzoo.bonuses.counting import EpisodicCounts, state_hashes
-from rlzoo.bonuses.motif import check_message_env, read_threshold_and_exponent
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, register_bonus
+from rlzoo.bonuses.common.counting import EpisodicCounts, state_hashes
+from rlzoo.bonuses.motif import read_threshold_and_exponent
 from rlzoo.motif.captions import decode_message
 from rlzoo.motif.dataset import BL_SCORE
 from rlzoo.motif.intrinsic import count_discounted_reward
 from rlzoo.motif.oni_annotator import ANNOTATORS, MODES, AnnotatorSpec, OnlineAnnotator
 from rlzoo.motif.prompts import check_goal
 from rlzoo.motif.reward_model import CharCNN, MessageRewardModel, preference_loss
+from rlzoo.unroll import Batch
 
 VARIANTS = ("retrieval", "classification", "ranking")
 
@@ -64,9 +65,11 @@ class MessageTable:
 
 @register_bonus("oni")
 class ONIBonus(Bonus):
+    requires = "an OpenAI-compatible LLM server (bonus.llm.base_url), unless bonus.annotator=score_gain"
+    families, needs = ("nethack", "minihack"), "the in-game message"
+
     def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
         super().__init__(cfg, spec, model_cfg, num_envs, device)
-        check_message_env(spec, "oni")
         self.variant = cfg_get(cfg, "model", str, VARIANTS)
         level, self.count_exponent = read_threshold_and_exponent(cfg)
         self.threshold_quantile = level if self.variant == "ranking" else None
@@ -97,12 +100,13 @@ class ONIBonus(Bonus):
         self.updates = 0
         self.trained = False
         if self.variant == "classification":
-            self.net: nn.Module = nn.Sequential(CharCNN(), nn.Linear(64, 1)).to(self.device)
+            self.net: nn.Module = nn.Sequential(CharCNN(), nn.Linear(64, 1))
         elif self.variant == "ranking":
-            self.net = MessageRewardModel().to(self.device)
-        if self.variant != "retrieval":
-            self.optimizer = self.make_optimizer(list(self.net.parameters()))
+            self.net = MessageRewardModel()
         self.mean, self.std, self.epsilon = 0.0, 1.0, None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [] if self.variant == "retrieval" else list(self.net.parameters())
 
     # ---- annotation traffic ---------------------------------------------------------------------
     def _receive(self) -> None:
@@ -147,10 +151,10 @@ class ONIBonus(Bonus):
             self._send([i for i, label in enumerate(self.table.labels) if np.isnan(label)])
 
     # ---- reward ------------------------------------------------------------------------------------
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         self._ensure_annotator()
         self._receive()
-        obs = batch["obs"]
+        obs = batch.obs
         messages = obs["message"].cpu().numpy()
         keys = state_hashes({"message": obs["message"]}, "message")  # [T+1, B]
         score = obs["blstats"][..., BL_SCORE].cpu().numpy().astype(np.float64)
@@ -188,7 +192,7 @@ class ONIBonus(Bonus):
         return ((out.double() - self.mean) / self.std).cpu().numpy()
 
     # ---- online training -------------------------------------------------------------------------
-    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
         if self.variant == "retrieval":
             return {}
         if self.variant == "classification":
@@ -220,7 +224,7 @@ class ONIBonus(Bonus):
         if self.threshold_quantile is not None:
             self.epsilon = float(np.quantile((rewards - self.mean) / self.std, self.threshold_quantile))
 
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         start = time.perf_counter()
         metrics = super().update(batch)
         if metrics.get("loss/oni_classifier") is not None or metrics.get("loss/oni_reward_model") is not None:
@@ -246,7 +250,6 @@ class ONIBonus(Bonus):
     def get_extra_state(self) -> dict:
         return {
             **super().get_extra_state(),
-            "episodic_counts": self.episodic_counts.state(),
             "message_keys": list(self.table.ids),
             "message_rows": torch.as_tensor(self.table.matrix(np.arange(len(self.table)))),
             "message_gains": list(self.table.gains),
@@ -259,7 +262,6 @@ class ONIBonus(Bonus):
 
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
-        self.episodic_counts.load(state["episodic_counts"])
         self.table = MessageTable()
         rows = state["message_rows"].numpy()
         for key, row, gain, label in zip(state["message_keys"], rows, state["message_gains"], state["message_labels"]):

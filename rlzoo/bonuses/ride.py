@@ -6,15 +6,24 @@ from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
-from rlzoo.bonuses.counting import EpisodicCounts, check_state_key, state_hashes
-from rlzoo.bonuses.dynamics import ForwardDynamics, InverseDynamics
-from rlzoo.bonuses.encoders import build_embedding
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
+from rlzoo.bonuses.common.counting import EpisodicCounts, check_state_key, state_hashes
+from rlzoo.bonuses.common.dynamics import ForwardDynamics, InverseDynamics
+from rlzoo.bonuses.common.encoders import build_embedding
+from rlzoo.unroll import Batch
 
 
 def impact_reward(phi: torch.Tensor, episodic_counts: torch.Tensor) -> torch.Tensor:
     """RIDE's impact bonus [T, B] from φ [T+1, B, d] and N_ep(obs[t+1]) [T, B]."""
     return (phi[1:] - phi[:-1]).norm(dim=-1) / episodic_counts.float().sqrt()
+
+
+# Hand-computed cases for the formula test of every bonus (tests/test_bonus_formulas.py):
+# ‖(3, 4) − (0, 0)‖ = 5 over √4 → 2.5; no change → 0.
+FORMULA_CASES = [
+    (impact_reward, dict(phi=torch.tensor([[[0.0, 0.0]], [[3.0, 4.0]], [[3.0, 4.0]]]),
+                         episodic_counts=torch.tensor([[4], [1]])), torch.tensor([[2.5], [0.0]])),
+]
 
 
 @register_bonus("ride")
@@ -31,30 +40,22 @@ class RIDEBonus(Bonus):
         self.encoder, dim = build_embedding(model_cfg, spec)
         self.forward_dynamics = ForwardDynamics(dim, self.num_actions)
         self.inverse_dynamics = InverseDynamics(dim, self.num_actions)
-        self.to(self.device)
-        self.optimizer = self.make_optimizer(
-            [*self.encoder.parameters(), *self.forward_dynamics.parameters(), *self.inverse_dynamics.parameters()]
-        )
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.encoder.parameters(), *self.forward_dynamics.parameters(), *self.inverse_dynamics.parameters()]
+
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
         with self.network_autocast():
-            phi = self.encoder(flat_obs(batch["obs"])).float().view(steps + 1, cols, -1)
-        counts = self.episodic_counts.visit(state_hashes(batch["obs"], self.state_key), ctx)
+            phi = self.encoder(flat_obs(batch.obs)).float().view(steps + 1, cols, -1)
+        counts = self.episodic_counts.visit(state_hashes(batch.obs, self.state_key), ctx)
         counts_t = torch.as_tensor(counts, device=self.device)
         return impact_reward(phi.detach(), counts_t), phi
 
-    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
-        actions = batch["actions"].to(self.device)
-        dones = batch["dones"].to(self.device).bool()
+    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
+        actions = batch.actions.to(self.device)
+        dones = batch.dones.to(self.device).bool()
         return {
             "ride_forward_dynamics": self.forward_dynamics.loss(aux, actions, dones),
             "ride_inverse_dynamics": self.inverse_dynamics.loss(aux, actions, dones),
         }
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "episodic_counts": self.episodic_counts.state()}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.episodic_counts.load(state["episodic_counts"])

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from rlzoo.bonuses.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
-from rlzoo.bonuses.encoders import RandomNetworkDistillation
+from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
+from rlzoo.bonuses.common.encoders import RandomNetworkDistillation
+from rlzoo.unroll import Batch
 
 
 def build_rnd_network(bonus: Bonus) -> RandomNetworkDistillation:
@@ -39,16 +40,17 @@ class RNDBonus(Bonus):
         if not 0.0 < self.update_proportion <= 1.0:
             raise ValueError(f"bonus.update_proportion={self.update_proportion} must lie in (0, 1]")
         self.rnd = build_rnd_network(self)
-        self.to(self.device)
-        self.optimizer = self.make_optimizer(self.rnd.predictor_parameters())
 
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return self.rnd.predictor_parameters()
+
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
-        next_obs = flat_obs(batch["obs"], start=1)
+        next_obs = flat_obs(batch.obs, start=1)
         self.rnd.observe(next_obs)
         with self.network_autocast():
             sq_error = self.rnd(next_obs).square().mean(-1).view(steps, cols)
         return sq_error.detach(), sq_error
 
-    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
         return {"rnd_predictor": predictor_loss(aux, self.update_proportion)}

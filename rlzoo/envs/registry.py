@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlzoo import CONFIG_DIR
 from rlzoo.envs.vec_env import EnvSpec, VecEnv
 
 FAMILIES = ("nethack", "minihack", "procgen")
@@ -37,22 +38,14 @@ PROCGEN_MODE_GAMES = {
     "exploration": ("caveflyer", "climber", "coinrun", "heist", "jumper", "leaper", "maze", "ninja"),
 }
 
-# Keys each family accepts, with defaults; anything else in env_cfg is a typo and is rejected.
-_COMMON_KEYS = {"family": None, "name": None, "env_kwargs": {}}
-_NETHACK_KEYS = {**_COMMON_KEYS, "max_episode_steps": None, "fix_moon_phase": True, "share_nethack_code": True}
-_FAMILY_KEYS = {
-    "nethack": _NETHACK_KEYS,
-    "minihack": _NETHACK_KEYS,
-    "procgen": {
-        **_COMMON_KEYS,
-        "distribution_mode": "easy",
-        "num_levels": 200,
-        "start_level": 0,
-        "eval_num_levels": 0,
-        "eval_start_level": 0,
-        "num_threads": 0,
-    },
-}
+
+
+@functools.cache
+def family_defaults(family: str) -> dict[str, Any]:
+    """The keys a family accepts with their defaults: configs/env/<family>.yaml, the one source of
+    truth. `family` and `name` are required; anything else in an env config is a typo and is rejected."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "env" / f"{family}.yaml"), resolve=True)
+    return {**defaults, "family": None, "name": None}
 
 
 @functools.cache
@@ -131,7 +124,7 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         hint = f" ({name!r} is a {owner} env: use env={owner})" if owner else ""
         raise _bad_value("env.name", name, names, hint)
 
-    allowed_keys = _FAMILY_KEYS[family]
+    allowed_keys = family_defaults(family)
     unknown = sorted(set(cfg) - set(allowed_keys))
     if unknown:
         raise ValueError(

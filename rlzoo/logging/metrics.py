@@ -16,6 +16,17 @@ from rlzoo.logging.wandb_run import WandbRun
 METRICS_FILE = "metrics.jsonl"
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The metric lines of a run directory, oldest first; a last line cut short by a kill is skipped."""
+    rows = []
+    for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def truncate_metrics(path: Path, max_env_steps: int) -> None:
     """Drop lines logged after the checkpoint a run resumes from, so the log has no duplicates."""
     if not path.exists():

@@ -1,4 +1,5 @@
-"""Numeric precision of the policy network: float32, or bfloat16 where the hardware computes it natively.
+"""The device and numeric precision of the networks: float32, or bfloat16 where the hardware computes
+it natively.
 
 With bf16 the learner keeps float32 master weights, optimizer state, V-trace and losses, and runs
 only the network under autocast; actors hold a bf16 copy of the weights for inference. Actions are
@@ -13,6 +14,14 @@ from functools import lru_cache
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """runtime.device → the learner's device (auto: CUDA when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 @lru_cache(maxsize=None)

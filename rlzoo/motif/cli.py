@@ -14,6 +14,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException
@@ -46,7 +47,7 @@ def _plain(cfg: Any) -> dict[str, Any]:
 def run_collect(cfg: DictConfig) -> dict[str, Any]:
     from rlzoo.envs import env_spec, make_vec_env
 
-    from .policies import checkpoint_policy, random_policy
+    from rlzoo.runtime.evaluation import load_policy, policy_actor, random_actor
 
     env_cfg = _plain(cfg.env)
     spec = env_spec(env_cfg)
@@ -56,8 +57,8 @@ def run_collect(cfg: DictConfig) -> dict[str, Any]:
 
     def make_policy(env: Any, seed: int) -> Any:
         if cfg.policy == "random":
-            return random_policy(spec.num_actions, seed)
-        return checkpoint_policy(str(cfg.policy), env.num_envs, seed)
+            return random_actor(spec.num_actions, env.num_envs, seed)
+        return policy_actor(load_policy(Path(str(cfg.policy)))[1], env.num_envs, seed)
 
     return collect(
         lambda num_envs, seed: make_vec_env(env_cfg, num_envs, seed),

@@ -9,17 +9,16 @@ threshold (sample efficiency).
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from rliable import library as rly
 from rliable import metrics
 
 from rlzoo.reports.runs import STEP_KEY, Run
+from rlzoo.reports.statistics import interval_estimates
 
 AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
     "mean": metrics.aggregate_mean,
@@ -127,22 +126,7 @@ def final_scores(runs: list[Run], spec: ReportSpec) -> ScoreSet:
 
 def _bootstrap(score_dict: dict, func: Callable[..., np.ndarray], reps: int,
                spec: ReportSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """rliable's stratified-bootstrap estimates, reproducible for `spec.random_seed`.
-
-    rliable 1.2 draws its resampling indices from NumPy's global generator, not from the
-    `random_state` it is given, so the global generator is seeded here and restored afterwards.
-    """
-    saved = np.random.get_state()
-    np.random.seed(spec.random_seed)
-    try:
-        with warnings.catch_warnings():
-            # arch deprecates the RandomState that rliable passes it; nothing for us to change.
-            warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-            return rly.get_interval_estimates(score_dict, func, reps=reps,
-                                              confidence_interval_size=spec.confidence,
-                                              random_state=np.random.RandomState(spec.random_seed))
-    finally:
-        np.random.set_state(saved)
+    return interval_estimates(score_dict, func, reps, spec.confidence, spec.random_seed)
 
 
 def aggregate_table(score_set: ScoreSet, spec: ReportSpec) -> pd.DataFrame:

@@ -5,7 +5,6 @@ table indexed by nothing, one row per logged line, always with an `env_steps` co
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -13,11 +12,12 @@ from typing import Any, Iterable, Iterator, Mapping
 import pandas as pd
 import yaml
 
+from rlzoo.logging.metrics import METRICS_FILE, read_metrics
 from rlzoo.reports.wandb_records import read_offline_run
 
 STEP_KEY = "env_steps"
 RUN_CONFIG = "config.yaml"
-RUN_METRICS = "metrics.jsonl"
+RUN_METRICS = METRICS_FILE
 
 
 @dataclass
@@ -56,12 +56,7 @@ def _metrics_frame(rows: Iterable[Mapping[str, Any]], source: str) -> pd.DataFra
 def load_run_dir(path: Path) -> Run:
     """A run directory written by rlzoo-train: `config.yaml` + `metrics.jsonl`."""
     config = yaml.safe_load((path / RUN_CONFIG).read_text()) or {}
-    rows = []
-    for line in (path / RUN_METRICS).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # the last line of a run killed mid-write
+    rows = read_metrics(path)
     return Run(name=path.name, source=str(path), config=flatten(config), metrics=_metrics_frame(rows, str(path)))
 
 

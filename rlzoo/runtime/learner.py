@@ -1,8 +1,9 @@
-"""The learner: one IMPALA update on a batch of unrolls, with an optional exploration bonus.
+"""The learner: owns the policy, its optimizer and the exploration bonus, and trains them on batches.
 
-`Learner.update` reads top to bottom as the algorithm: bonus reward (the bonus's own training runs
-alongside) → `_train_policy`: for each chunk of columns (`_losses`: model over the unrolls → V-trace
-targets → losses, then backward) → one gradient step.
+`Learner.update` reads as the algorithm: bonus reward (the bonus's own networks train alongside) →
+IMPALA loss and its gradient, chunk by chunk → one optimizer step. The loss itself is
+`rlzoo.algos.impala.impala_loss`; this module is the plumbing around it (devices, precision, chunks,
+replicas, non-finite updates).
 """
 from __future__ import annotations
 
@@ -15,42 +16,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rlzoo.algos import impala
-from rlzoo.algos.rewards import clip_reward, combined_reward
-from rlzoo.algos.vtrace import vtrace
-from rlzoo.bonuses import build_bonus
+from rlzoo.algos.impala import ImpalaSettings, impala_loss
+from rlzoo.algos.rewards import RewardMix
+from rlzoo.bonuses import build_bonus, needs_intrinsic_value_head
 from rlzoo.envs import EnvSpec
 from rlzoo.models import build_model
 from rlzoo.models.precision import autocast, resolve_precision
 from rlzoo.runtime import distributed
+from rlzoo.unroll import Batch
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many updates in a row produced a NaN/inf loss or gradient."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def batch_to_torch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """numpy batch → torch on `device`; small integer dtypes stay small until the model."""
-    def convert(x: Any) -> Any:
-        if isinstance(x, np.ndarray):
-            return torch.from_numpy(x).to(device, non_blocking=True)
-        if isinstance(x, dict):
-            return {k: convert(v) for k, v in x.items()}
-        if isinstance(x, (tuple, list)):
-            return tuple(convert(v) for v in x)
-        return x
-
-    return {k: convert(v) for k, v in batch.items()}
-
-
-def uses_separate_value_head(cfg: DictConfig) -> bool:
-    return cfg.bonus.name != "none" and bool(cfg.bonus.get("separate_value_head", False))
 
 
 class Learner:
@@ -64,13 +41,14 @@ class Learner:
         self.rank = rank
         self.world_size = world_size
         self.num_actions = spec.num_actions
-        self.separate_value_head = uses_separate_value_head(cfg)
+        self.settings = ImpalaSettings.from_config(cfg.algo)
+        self.mix = RewardMix.from_config(cfg.algo, cfg.bonus)
 
         # Tiny gradients in Adam/RMSprop state turn into denormal floats, which are several times
         # slower on CPUs; flushing them to zero changes nothing measurable in learning.
         torch.set_flush_denormal(True)
         torch.manual_seed(cfg.seed)  # every learner replica starts from identical weights
-        self.model = build_model(cfg.model, spec, intrinsic_value_head=self.separate_value_head).to(device)
+        self.model = build_model(cfg.model, spec, intrinsic_value_head=needs_intrinsic_value_head(cfg.bonus)).to(device)
         # bf16: the network runs under autocast; weights, optimizer, V-trace and losses stay float32.
         self.compute_dtype = resolve_precision(cfg.runtime.precision, device)
         self.chunk_columns = int(cfg.runtime.learner_chunk)  # 0: the whole batch in one pass
@@ -96,114 +74,80 @@ class Learner:
             return self.algo.lr * max(0.0, 1.0 - env_steps / self.cfg.total_steps)
         return self.algo.lr
 
-    def update(self, batch_np: Mapping[str, Any], env_steps: int) -> dict[str, float]:
-        """One gradient step on a batch (numpy arrays as produced by `collate`)."""
+    def update(self, batch: Batch, env_steps: int) -> dict[str, float]:
+        """One learner step on a batch of numpy unrolls (`Unroll.concat` of the actors' unrolls)."""
         start = time.perf_counter()
-        batch = batch_to_torch(batch_np, self.device)
-
+        batch = batch.to_torch(self.device)
         # 1. Exploration bonus on the whole batch (its episodic state follows every environment). Its
-        # own networks then train in a second thread while steps 2–5 train the policy: the two updates
-        # share no tensors, and a learner on one CPU thread would otherwise leave a free core idle.
-        intrinsic, bonus_training = None, None
-        if self.bonus is not None:
-            intrinsic = self.bonus.intrinsic_reward(batch)
-            bonus_training = self._bonus_thread.submit(self.bonus.update, batch)
+        # networks then train in a second thread while the policy trains: the two updates share no
+        # tensors, and a learner on one CPU thread would otherwise leave a free core idle.
+        intrinsic, bonus_training = self._bonus_reward(batch)
         try:
-            return self._train_policy(batch, intrinsic, bonus_training, env_steps, start)
+            # 2. The loss's gradient on this replica's share of the batch.
+            if self.world_size > 1:
+                share = batch.num_columns // self.world_size
+                cols = slice(self.rank * share, (self.rank + 1) * share)
+                batch, intrinsic = batch.columns(cols), None if intrinsic is None else intrinsic[:, cols]
+            terms = self._accumulate_gradients(batch, intrinsic)
+            # 3. One optimizer step on the summed gradient (skipped when it is not finite).
+            metrics = self._optimizer_step(terms, env_steps)
         finally:
-            if bonus_training is not None:
-                bonus_training.result()  # even when the policy step fails: never overlap the next batch
+            # Even when the policy step fails: never overlap the next batch.
+            bonus_metrics = bonus_training.result() if bonus_training is not None else {}
+        metrics.update(bonus_metrics)
+        if intrinsic is not None:
+            metrics["bonus/int_reward_mean"] = float(intrinsic.mean())
+        if "loss/total" in metrics:  # the step was taken (a skipped one reports only the skip)
+            metrics["policy/entropy"] = metrics.pop("loss/entropy") / batch.size
+            metrics["learner/update_s"] = time.perf_counter() - start
+        return metrics
 
-    def _train_policy(self, batch: dict[str, Any], intrinsic: torch.Tensor | None,
-                      bonus_training: Future | None, env_steps: int, start: float) -> dict[str, float]:
-        """Steps 2–5 of `update`; returns its metrics, the bonus's included."""
-        if self.world_size > 1:
-            n = batch["actions"].shape[1] // self.world_size
-            batch, intrinsic = _columns(batch, intrinsic, slice(self.rank * n, (self.rank + 1) * n))
+    def _bonus_reward(self, batch: Batch) -> tuple[torch.Tensor | None, Future | None]:
+        if self.bonus is None:
+            return None, None
+        intrinsic = self.bonus.intrinsic_reward(batch)
+        return intrinsic, self._bonus_thread.submit(self.bonus.update, batch)
 
-        # 2.–4. per chunk of columns: the losses are sums over samples, so the chunks' gradients add up
-        # to the whole batch's; a chunk's activations stay small enough to keep the cost per sample flat.
+    def _accumulate_gradients(self, batch: Batch, intrinsic: torch.Tensor | None) -> dict[str, float]:
+        """Backward of the IMPALA loss chunk by chunk of columns; returns the summed loss terms.
+
+        The losses are sums over samples, so the chunks' gradients add up to the whole batch's, and a
+        chunk's activations stay small enough to keep the cost per sample flat as batches grow.
+        """
         self.optimizer.zero_grad(set_to_none=False)
-        columns = batch["actions"].shape[1]
-        chunk = self.chunk_columns or columns
+        chunk = self.chunk_columns or batch.num_columns
         totals = torch.zeros(4)
-        for begin in range(0, columns, chunk):
-            part, part_intrinsic = _columns(batch, intrinsic, slice(begin, begin + chunk))
-            loss, pg_loss, value_loss, entropy = self._losses(part, part_intrinsic)
-            loss.backward()
-            totals += torch.stack([loss, pg_loss, value_loss, entropy]).detach().float().cpu()
-        loss_value, pg_value, value_value, entropy_value = totals.tolist()
+        for begin in range(0, batch.num_columns, chunk):
+            cols = slice(begin, begin + chunk)
+            part = batch.columns(cols)
+            with autocast(self.compute_dtype, self.device):
+                out, _ = self.model(part.obs, part.first, part.core_state)
+            out = {k: v.float() for k, v in out.items()}
+            loss = impala_loss(out, part.logits, part.actions, part.rewards,
+                               None if intrinsic is None else intrinsic[:, cols], part.dones, self.settings, self.mix)
+            loss.total.backward()
+            totals += torch.stack(list(loss)).detach().float().cpu()
+        return dict(zip(("loss/total", "loss/policy", "loss/baseline", "loss/entropy"), totals.tolist()))
 
-        # 5. One optimizer step on the summed gradient.
+    def _optimizer_step(self, terms: dict[str, float], env_steps: int) -> dict[str, float]:
         if self.world_size > 1:
             distributed.allreduce_gradients(self.model)
         clip = self.algo.grad_norm_clip if self.algo.grad_norm_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
-            terms = {"policy": pg_value, "baseline": value_value, "entropy": entropy_value, "grad_norm": grad_norm}
-            return self._skip_update(terms, env_steps)
+        if not (math.isfinite(grad_norm) and math.isfinite(terms["loss/total"])):
+            return self._skip_update({**terms, "learner/grad_norm": grad_norm}, env_steps)
         self._nonfinite_in_a_row = 0
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(env_steps)
         self.optimizer.step()
         self.version += 1
-
-        steps = batch["actions"].numel()
-        metrics = bonus_training.result() if bonus_training is not None else {}
-        metrics.update({
-            "loss/total": loss_value,
-            "loss/policy": pg_value,
-            "loss/baseline": value_value,
-            "policy/entropy": entropy_value / steps,
+        return {
+            **terms,
             "policy/max_entropy": math.log(self.num_actions),
             "learner/grad_norm": grad_norm,
             "learner/lr": self.optimizer.param_groups[0]["lr"],
-            "learner/update_s": time.perf_counter() - start,
             "learner/skipped_updates": float(self.skipped_updates),
-        })
-        if intrinsic is not None:
-            metrics["bonus/int_reward_mean"] = float(intrinsic.mean())
-        return metrics
-
-    def _losses(self, batch: dict[str, Any], intrinsic: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """(total, policy, baseline, entropy) summed over the columns of `batch`."""
-        # 2. The current policy over the unroll; the last step only bootstraps.
-        with autocast(self.compute_dtype, self.device):
-            out, _ = self.model(batch["obs"], batch["first"], batch["core_state"])
-        out = {k: v.float() for k, v in out.items()}
-        logits = out["logits"][:-1]
-        actions, dones = batch["actions"], batch["dones"]
-        log_rhos = impala.action_log_probs(logits, actions) - impala.action_log_probs(batch["logits"], actions)
-        not_done = (~dones).float()
-
-        # 3. V-trace targets and advantages, one stream or an extrinsic and an intrinsic one.
-        bc = self.cfg.bonus
-        if self.separate_value_head:
-            ext = vtrace(log_rhos, self.algo.discount * not_done, clip_reward(batch["rewards"], self.algo.reward_clip),
-                         out["baseline"][:-1], out["baseline"][-1], **self._clips())
-            int_discounts = bc.int_discount * (not_done if bc.int_episodic else torch.ones_like(not_done))
-            intr = vtrace(log_rhos, int_discounts, intrinsic, out["int_baseline"][:-1], out["int_baseline"][-1],
-                          **self._clips())
-            advantages = bc.extrinsic_coef * ext.pg_advantages + bc.coef * intr.pg_advantages
-            value_loss = (impala.baseline_loss(out["baseline"][:-1], ext.vs)
-                          + impala.baseline_loss(out["int_baseline"][:-1], intr.vs))
-        else:
-            ext_coef = bc.extrinsic_coef if self.bonus is not None else 1.0
-            int_coef = bc.coef if self.bonus is not None else 0.0
-            rewards = combined_reward(batch["rewards"], intrinsic, ext_coef, int_coef, self.algo.reward_clip)
-            ext = vtrace(log_rhos, self.algo.discount * not_done, rewards, out["baseline"][:-1],
-                         out["baseline"][-1], **self._clips())
-            advantages = ext.pg_advantages
-            value_loss = impala.baseline_loss(out["baseline"][:-1], ext.vs)
-
-        # 4. Losses.
-        pg_loss = impala.policy_gradient_loss(logits, actions, advantages)
-        entropy = impala.entropy(logits)
-        loss = pg_loss + self.algo.baseline_cost * value_loss - self.algo.entropy_cost * entropy
-        return loss, pg_loss, value_loss, entropy
-
-    def _clips(self) -> dict[str, float]:
-        return {"rho_bar": self.algo.rho_bar, "c_bar": self.algo.c_bar, "pg_rho_bar": self.algo.pg_rho_bar}
+        }
 
     def _skip_update(self, terms: dict[str, float], env_steps: int) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=False)
@@ -211,10 +155,11 @@ class Learner:
         self._nonfinite_in_a_row += 1
         limit = self.algo.max_nonfinite_updates
         if self._nonfinite_in_a_row >= limit:
+            named = {k.rpartition("/")[2]: v for k, v in terms.items()}
             raise NonFiniteLossError(
                 f"{self._nonfinite_in_a_row} updates in a row had a non-finite loss or gradient; at env step "
-                f"{env_steps} non-finite: {', '.join(k for k, v in terms.items() if not math.isfinite(v))} "
-                f"({terms}); "
+                f"{env_steps} non-finite: {', '.join(k for k, v in named.items() if not math.isfinite(v))} "
+                f"({named}); "
                 f"lower algo.lr or check the reward scale (limit: algo.max_nonfinite_updates={limit})"
             )
         return {"learner/skipped_updates": float(self.skipped_updates)}
@@ -224,9 +169,9 @@ class Learner:
             self._bonus_thread.shutdown()
             self.bonus.close()
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """CPU copy of the policy weights for the actors."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+    def weights(self) -> dict[str, np.ndarray]:
+        """The policy weights as numpy arrays for the actors: converted once per broadcast."""
+        return {k: v.detach().to("cpu", copy=True).numpy() for k, v in self.model.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -246,13 +191,3 @@ class Learner:
         self.skipped_updates = int(state["skipped_updates"])
         if self.bonus is not None:
             self.bonus.load_state_dict(state["bonus"])
-
-
-def _columns(batch: dict[str, Any], intrinsic: torch.Tensor | None, cols: slice) -> tuple[dict[str, Any], Any]:
-    """The columns `cols` of a batch (environments along B), and of its intrinsic reward."""
-    part = dict(batch)
-    part["obs"] = {k: v[:, cols] for k, v in batch["obs"].items()}
-    for key in ("first", "actions", "rewards", "dones", "logits"):
-        part[key] = batch[key][:, cols]
-    part["core_state"] = tuple(s[cols] for s in batch["core_state"])
-    return part, (intrinsic[:, cols] if intrinsic is not None else None)

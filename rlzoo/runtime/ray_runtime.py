@@ -140,8 +140,9 @@ class LearnerReplica:
 
     def __init__(self, cfg: dict[str, Any], spec: EnvSpec, num_envs: int, rank: int, world_size: int,
                  init_method: str) -> None:
+        from rlzoo.models.precision import resolve_device
         from rlzoo.runtime import distributed
-        from rlzoo.runtime.learner import Learner, resolve_device
+        from rlzoo.runtime.learner import Learner
 
         cfg = OmegaConf.create(cfg)
         device = resolve_device(cfg.runtime.device)
@@ -154,7 +155,7 @@ class LearnerReplica:
         return self.learner.update(batch, env_steps)
 
     def weights(self) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self.learner.weights().items()}
+        return self.learner.weights()
 
     def state_dict(self) -> dict[str, Any]:
         return self.learner.state_dict()
@@ -194,8 +195,8 @@ class RemoteLearners:
         self.version += 1
         return metrics
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v.copy()) for k, v in self.ray.get(self.replicas[0].weights.remote()).items()}
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.ray.get(self.replicas[0].weights.remote())
 
     def state_dict(self) -> dict[str, Any]:
         return self.ray.get(self.replicas[0].state_dict.remote())

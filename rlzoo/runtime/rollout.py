@@ -1,7 +1,7 @@
 """Rollout workers: step a vector of environments with batched inference and return unrolls.
 
 The same class runs inside a Ray actor (`ray_runtime.py`) and in the serial runtime.
-Unroll layout: docs/design.md ("Unrolls and batches").
+Unroll layout: rlzoo/unroll.py.
 """
 from __future__ import annotations
 
@@ -10,18 +10,28 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from rlzoo.bonuses import needs_intrinsic_value_head
 from rlzoo.envs import EnvSpec, env_spec, make_vec_env
 from rlzoo.models import build_model
 from rlzoo.models.precision import resolve_precision
-from rlzoo.runtime.learner import uses_separate_value_head
+from rlzoo.unroll import Unroll
 
-Unroll = dict[str, Any]
+
+@dataclass
+class RolloutResult:
+    """One rollout: the unroll, the episodes that ended during it, timings and environment restarts."""
+
+    unroll: Unroll
+    episodes: list[dict[str, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: actor/env_s, actor/inference_s, ...
+    env_restarts: int = 0  # environments rebuilt during this rollout after a crash or hang
 
 
 class RolloutWorker:
@@ -32,7 +42,7 @@ class RolloutWorker:
         self.spec = spec or env_spec(cfg.env)
         self.env_ids = np.arange(actor_id * self.num_envs, (actor_id + 1) * self.num_envs, dtype=np.int64)
 
-        self.model = build_model(cfg.model, self.spec, intrinsic_value_head=uses_separate_value_head(cfg))
+        self.model = build_model(cfg.model, self.spec, intrinsic_value_head=needs_intrinsic_value_head(cfg.bonus))
         # Inference at small batches is bound by reading the weights; a bf16 copy halves that.
         self.model.to(resolve_precision(cfg.runtime.precision, torch.device("cpu"))).eval()
         self.policy_version = -1
@@ -75,60 +85,53 @@ class RolloutWorker:
             obs = self.env.reset()
             return obs, np.zeros(self.num_envs, np.float32), np.ones(self.num_envs, bool), []
 
-    def set_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
+    def set_weights(self, weights: Mapping[str, Any], version: int) -> None:
+        """Load the learner's weights (numpy arrays or tensors) unless this version is already loaded."""
         if version != self.policy_version:
-            self.model.load_state_dict(weights)
+            with warnings.catch_warnings():
+                # Arrays from Ray's object store are read-only; load_state_dict only copies from them.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                self.model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
             self.policy_version = version
 
-    def _alloc(self) -> Unroll:
-        T, B = self.unroll_length, self.num_envs
-        return {
-            "obs": {k: np.empty((T + 1, B, *shape), dtype=dtype) for k, (shape, dtype) in self.spec.obs_space.items()},
-            "first": np.empty((T + 1, B), dtype=bool),
-            "actions": np.empty((T, B), dtype=np.int64),
-            "rewards": np.empty((T, B), dtype=np.float32),
-            "dones": np.empty((T, B), dtype=bool),
-            "logits": np.empty((T, B, self.spec.num_actions), dtype=np.float32),
-        }
-
-    def rollout(self) -> tuple[Unroll, list[dict[str, float]], dict[str, float]]:
-        """Step every environment `unroll_length` times; returns (unroll, finished episodes, timings)."""
-        u = self._alloc()
-        u["core_state"] = tuple(s.float().numpy().copy() for s in self.core_state)
+    def rollout(self) -> RolloutResult:
+        """Step every environment `unroll_length` times."""
+        u = Unroll.allocate(self.spec.obs_space, self.unroll_length, self.num_envs, self.spec.num_actions)
+        u.core_state = tuple(s.float().numpy().copy() for s in self.core_state)
         episodes: list[dict[str, float]] = []
         restarts_before = self.env_restarts
         env_time = infer_time = 0.0
         state = self.core_state
         for t in range(self.unroll_length + 1):
             for k, v in self.obs.items():
-                u["obs"][k][t] = v
-            u["first"][t] = self.first
+                u.obs[k][t] = v
+            u.first[t] = self.first
             if t == self.unroll_length:
                 break  # obs[T] only bootstraps; it is also obs[0] of the next unroll
 
             tic = time.perf_counter()
-            actions, logits, state = self.model.act({k: v[t] for k, v in u["obs"].items()}, u["first"][t], state,
+            actions, logits, state = self.model.act({k: v[t] for k, v in u.obs.items()}, u.first[t], state,
                                                     self.generator)
-            u["logits"][t] = logits.numpy()
-            u["actions"][t] = actions.numpy()
+            u.logits[t] = logits.numpy()
+            u.actions[t] = actions.numpy()
             toc = time.perf_counter()
 
-            self.obs, reward, done, finished = self._step_env(u["actions"][t])
-            u["rewards"][t] = reward
-            u["dones"][t] = done
+            self.obs, reward, done, finished = self._step_env(u.actions[t])
+            u.rewards[t] = reward
+            u.dones[t] = done
             self.first = done.copy()  # the env reuses its arrays
             episodes.extend(finished)
             env_time += time.perf_counter() - toc
             infer_time += toc - tic
 
         self.core_state = state
-        u["env_ids"] = self.env_ids
-        u["unroll_index"] = np.full(self.num_envs, self.unroll_index, dtype=np.int64)
-        u["policy_version"] = np.full(self.num_envs, self.policy_version, dtype=np.int64)
+        u.env_ids[:] = self.env_ids
+        u.unroll_index[:] = self.unroll_index
+        u.policy_version[:] = self.policy_version
+        u.actor_ids[:] = self.actor_id
         self.unroll_index += 1
-        timings = {"actor/env_s": env_time, "actor/inference_s": infer_time,
-                   "env_restarts": self.env_restarts - restarts_before}
-        return u, episodes, timings
+        return RolloutResult(u, episodes, {"actor/env_s": env_time, "actor/inference_s": infer_time},
+                             self.env_restarts - restarts_before)
 
     def close(self) -> None:
         self.env.close()
@@ -159,15 +162,3 @@ def _time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def collate(unrolls: list[Unroll]) -> Unroll:
-    """Concatenate unrolls along the environment axis (B); always a fresh, writable copy."""
-    first = unrolls[0]
-    batch: Unroll = {"obs": {k: np.concatenate([u["obs"][k] for u in unrolls], axis=1) for k in first["obs"]}}
-    for key in ("first", "actions", "rewards", "dones", "logits"):
-        batch[key] = np.concatenate([u[key] for u in unrolls], axis=1)
-    for key in ("env_ids", "unroll_index", "policy_version"):
-        batch[key] = np.concatenate([u[key] for u in unrolls])
-    batch["core_state"] = tuple(np.concatenate(parts, axis=0) for parts in zip(*(u["core_state"] for u in unrolls)))
-    return batch

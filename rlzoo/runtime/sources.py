@@ -1,6 +1,6 @@
 """Where unrolls come from: rollout workers in this process, or Ray actors.
 
-Both expose `next_unrolls()` (finished unrolls), `publish(weights, version)` and `restarts`.
+Both expose `next_unrolls()` (finished rollouts), `publish(weights, version)` and `restarts`.
 """
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rlzoo.envs import EnvSpec
-from rlzoo.runtime.rollout import RolloutWorker
-
-RolloutResult = tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]
+from rlzoo.runtime.rollout import RolloutResult, RolloutWorker
 
 
 class SerialSource:
@@ -29,7 +27,7 @@ class SerialSource:
         self.workers = [RolloutWorker(cfg, i, spec) for i in range(cfg.runtime.num_actors)]
         self._next = 0
 
-    def publish(self, weights: dict[str, torch.Tensor], version: int) -> None:
+    def publish(self, weights: dict[str, np.ndarray], version: int) -> None:
         for w in self.workers:
             w.set_weights(weights, version)
 
@@ -72,9 +70,9 @@ class RaySource:
     def _start_actor(self, actor_id: int) -> Any:
         return self.actor_cls.remote(self.plain_cfg, actor_id)
 
-    def publish(self, weights: dict[str, torch.Tensor], version: int) -> None:
-        # numpy arrays travel through the object store without copies; torch tensors would be pickled.
-        self.weights_ref = self.ray.put({k: v.numpy() for k, v in weights.items()})
+    def publish(self, weights: dict[str, np.ndarray], version: int) -> None:
+        # numpy arrays travel through the object store without copies (torch tensors would be pickled).
+        self.weights_ref = self.ray.put(weights)
         self.version = version
         if not self.pending:
             for actor_id in range(len(self.actors)):
@@ -147,10 +145,8 @@ class RolloutActor:
         return os.getpid()
 
     def rollout(self, weights: dict[str, np.ndarray], version: int) -> RolloutResult:
-        if version != self.worker.policy_version:
-            # Arrays from the object store are read-only; copy before handing them to torch.
-            self.worker.set_weights({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, version)
+        self.worker.set_weights(weights, version)
         tic = time.perf_counter()
-        unroll, episodes, timings = self.worker.rollout()
-        timings["actor/rollout_s"] = time.perf_counter() - tic
-        return unroll, episodes, timings
+        result = self.worker.rollout()
+        result.timings["actor/rollout_s"] = time.perf_counter() - tic
+        return result

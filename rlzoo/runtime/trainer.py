@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rlzoo.config import ConfigError, available_cpus, validate
 from rlzoo.envs import env_spec, validate_env_cfg
 from rlzoo.logging.metrics import MetricLogger, format_summary
+from rlzoo.models.precision import resolve_device, resolve_precision
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
-from rlzoo.models.precision import resolve_precision
-from rlzoo.runtime.learner import Learner, NonFiniteLossError, resolve_device
+from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.preemption import requeue_slurm_job
-from rlzoo.runtime.rollout import collate
+from rlzoo.unroll import Batch, Unroll
 
 # What Slurm (SIGTERM, SIGUSR1 with `--signal`) and submitit (SIGUSR2) send before preemption or the time limit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -103,7 +103,7 @@ class Trainer:
         start = time.monotonic()
         last_checkpoint = start
         wait_s = 0.0
-        pending: list = []
+        pending: list[Unroll] = []
         columns = 0
         self.learner_publish()
         try:
@@ -119,21 +119,21 @@ class Trainer:
                     tic = time.monotonic()
                     results = self.source.next_unrolls()
                     wait_s += time.monotonic() - tic
-                for unroll, episodes, timings in results:
-                    pending.append(unroll)
-                    self.unrolls_per_actor[str(int(unroll["env_ids"][0]) // rt.envs_per_actor)] += 1
-                    columns += unroll["actions"].shape[1]
-                    self.logger.add_episodes(episodes)
-                    self.env_restarts += timings.pop("env_restarts", 0)
-                    self.logger.add_update(timings)
+                for result in results:
+                    pending.append(result.unroll)
+                    self.unrolls_per_actor[str(int(result.unroll.actor_ids[0]))] += 1
+                    columns += result.unroll.num_columns
+                    self.logger.add_episodes(result.episodes)
+                    self.env_restarts += result.env_restarts
+                    self.logger.add_update(result.timings)
                 if columns < rt.batch_size:
                     continue
-                batch = collate(pending[: rt.batch_size // rt.envs_per_actor])
+                batch = Unroll.concat(pending[: rt.batch_size // rt.envs_per_actor])
                 pending = pending[rt.batch_size // rt.envs_per_actor:]
-                columns = sum(u["actions"].shape[1] for u in pending)
+                columns = sum(u.num_columns for u in pending)
 
-                self.env_steps += batch["actions"].size
-                lag = self.learner.version - float(batch["policy_version"].mean())
+                self.env_steps += batch.size
+                lag = self.learner.version - float(batch.policy_version.mean())
                 metrics = self._update(batch)
                 metrics["learner/policy_lag"] = lag
                 self.logger.add_update(metrics)
@@ -169,7 +169,7 @@ class Trainer:
             "actor_restarts": self.source.restarts,
             "env_restarts": self.env_restarts,
             # Rollouts discarded: under way in replaced actors, or collected but not trained on at the stop.
-            "env_steps_lost": self.source.steps_lost + sum(u["actions"].size for u in pending),
+            "env_steps_lost": self.source.steps_lost + sum(u.size for u in pending),
             "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
             "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
             "run_dir": str(self.run_dir),
@@ -202,7 +202,7 @@ class Trainer:
 
             ray.shutdown()
 
-    def _update(self, batch: dict[str, Any]) -> dict[str, float]:
+    def _update(self, batch: Batch) -> dict[str, float]:
         try:
             return self.learner.update(batch, self.env_steps)
         except torch.cuda.OutOfMemoryError:

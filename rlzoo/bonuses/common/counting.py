@@ -11,7 +11,9 @@ import hashlib
 import numpy as np
 import torch
 
-from rlzoo.bonuses.base import BatchContext
+from torch import nn
+
+from rlzoo.bonuses.common.base import BatchContext
 
 STATE_KEYS = ("full", "glyphs", "position", "message")
 PROCGEN_STATE_KEYS = ("full",)
@@ -54,10 +56,11 @@ def state_hashes(obs: dict[str, torch.Tensor], key: str) -> np.ndarray:
     return np.frombuffer(digests, dtype=np.uint64).reshape(lead)
 
 
-class EpisodicCounts:
-    """Visit counts within the current episode of each environment."""
+class EpisodicCounts(nn.Module):
+    """Visit counts within the current episode of each environment; part of its owner's checkpoint."""
 
     def __init__(self, num_envs: int) -> None:
+        super().__init__()
         self.tables: list[dict[int, int]] = [{} for _ in range(num_envs)]
 
     def visit(self, keys: np.ndarray, ctx: BatchContext) -> np.ndarray:
@@ -85,19 +88,20 @@ class EpisodicCounts:
             self.tables[ids[col]] = table
         return out
 
-    def state(self) -> list[dict[int, int]]:
+    def get_extra_state(self) -> list[dict[int, int]]:
         return self.tables
 
-    def load(self, tables: list[dict[int, int]]) -> None:
+    def set_extra_state(self, tables: list[dict[int, int]]) -> None:
         if len(tables) != len(self.tables):
             raise ValueError(f"episodic counts for {len(tables)} envs cannot be loaded into {len(self.tables)}")
         self.tables = [dict(t) for t in tables]
 
 
-class GlobalCounts:
-    """Visit counts over the whole run, shared by all actors."""
+class GlobalCounts(nn.Module):
+    """Visit counts over the whole run, shared by all actors; part of its owner's checkpoint."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.table: dict[int, int] = {}
 
     def visit(self, keys: np.ndarray) -> np.ndarray:
@@ -119,3 +123,9 @@ class GlobalCounts:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def get_extra_state(self) -> dict[int, int]:
+        return self.table
+
+    def set_extra_state(self, table: dict[int, int]) -> None:
+        self.table = dict(table)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlzoo.bonuses.normalization import ObservationWhitener
+from rlzoo.bonuses.common.normalization import ObservationWhitener
 from rlzoo.models.layout import ToNCHW
 
 NUM_GLYPHS = 5976 + 1  # nle.nethack.MAX_GLYPH, plus the id the crop uses for cells outside the map

@@ -1,11 +1,13 @@
 """The `Bonus` interface, its registry, config validation and the per-environment unroll order check.
 
 A bonus is owned by the learner. Per batch the learner calls `intrinsic_reward(batch)` and then
-`update(batch)`; see docs/design.md for the batch layout.
+`update(batch)`; the batch is an `rlzoo.unroll.Batch` of torch tensors (docs/design.md).
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -13,18 +15,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlzoo.bonuses.normalization import IntrinsicNormalizer, NORMALIZE_MODES
+from rlzoo.bonuses.common.normalization import IntrinsicNormalizer, NORMALIZE_MODES
 from rlzoo.models.precision import autocast
+from rlzoo.unroll import Batch
 
 BONUS_REGISTRY: dict[str, type["Bonus"]] = {}
+BONUS_PACKAGE = "rlzoo.bonuses"
 OPTIMIZERS = ("adam", "rmsprop")
 
 
 def register_bonus(name: str) -> Callable[[type["Bonus"]], type["Bonus"]]:
-    """Class decorator: make a bonus selectable as `bonus.name: <name>`."""
+    """Class decorator: make a bonus selectable as `bonus.name: <name>`; `name` is its module's name."""
 
     def decorate(cls: type["Bonus"]) -> type["Bonus"]:
-        if name in BONUS_REGISTRY:
+        module = cls.__module__.rpartition(".")[2]
+        if module != name and cls.__module__.startswith(BONUS_PACKAGE + "."):
+            raise ValueError(f"bonus {name!r} must live in {BONUS_PACKAGE}.{name} (found in {cls.__module__})")
+        if BONUS_REGISTRY.get(name, cls) is not cls:
             raise ValueError(f"bonus {name!r} is registered twice")
         cls.name = name
         BONUS_REGISTRY[name] = cls
@@ -33,20 +40,43 @@ def register_bonus(name: str) -> Callable[[type["Bonus"]], type["Bonus"]]:
     return decorate
 
 
+def bonus_names() -> tuple[str, ...]:
+    """Every bonus rlzoo ships: the modules of `rlzoo/bonuses/`, one bonus each, none imported."""
+    package = importlib.import_module(BONUS_PACKAGE)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.ispkg))
+
+
+def bonus_class(name: str) -> type["Bonus"]:
+    """The class of bonus `name`, importing its module now (so unused bonuses cost nothing)."""
+    if name not in BONUS_REGISTRY:
+        names = bonus_names()
+        if name not in names:
+            raise ValueError(f"bonus.name={name!r} is not a known bonus; allowed: {', '.join(['none', *names])}")
+        importlib.import_module(f"{BONUS_PACKAGE}.{name}")
+        if name not in BONUS_REGISTRY:
+            raise ValueError(f"{BONUS_PACKAGE}.{name} registers no bonus (decorate its class with "
+                             f"@register_bonus({name!r}))")
+    return BONUS_REGISTRY[name]
+
+
 def create_bonus(cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any,
                  compute_dtype: torch.dtype = torch.float32) -> "Bonus":
-    """Instantiate the registered bonus named by `cfg.name` (modules must already be imported).
+    """Build the bonus named by `cfg.name`, place it on `device` and give it its optimizer.
 
     `compute_dtype` is the learner's precision (models/precision.py), used by the bonus's networks.
     """
-    name = cfg_get(cfg, "name", str)
-    if name not in BONUS_REGISTRY:
-        allowed = ", ".join(["none", *sorted(BONUS_REGISTRY)])
-        raise ValueError(f"bonus.name={name!r} is not a known bonus; allowed: {allowed}")
-    bonus = BONUS_REGISTRY[name](cfg, spec, model_cfg, num_envs, device)
+    cls = bonus_class(cfg_get(cfg, "name", str))
+    if spec.family not in cls.families:
+        raise ValueError(f"bonus={cls.name} reads {cls.needs or 'what it needs'}; env family {spec.family!r} has none "
+                         f"(it runs on: {', '.join(cls.families)})")
+    bonus = cls(cfg, spec, model_cfg, num_envs, device)
+    bonus.to(bonus.device)  # buffers too (normalisers, C⁻¹): nothing may stay behind on the CPU
     for part in bonus.modules():  # a combined bonus holds its parts as submodules
         if isinstance(part, Bonus):
             part.compute_dtype = compute_dtype
+    parameters = bonus.trainable_parameters()
+    if parameters:
+        bonus.optimizer = bonus.make_optimizer(parameters)
     return bonus
 
 
@@ -92,13 +122,20 @@ class BatchContext:
 
 
 class Bonus(nn.Module):
-    """Base class: subclasses implement `compute` (raw reward) and `losses` (their training loss).
+    """Base class: subclasses implement `compute` (raw reward) and, if they train networks,
+    `trainable_parameters` and `losses`.
 
-    Common config fields, read by the learner and validated here: `coef`, `extrinsic_coef`,
-    `separate_value_head`, `int_discount`, `int_episodic`, `normalize`.
+    Common config fields (configs/bonus/common/defaults.yaml), read by the learner and validated here:
+    `coef`, `extrinsic_coef`, `separate_value_head`, `int_discount`, `int_episodic`, `normalize`.
     """
 
     name: ClassVar[str] = ""
+    # What a run needs beyond its config (a trained model, a server); None: nothing. Tests and
+    # benchmarks cover the bonuses that need nothing by default.
+    requires: ClassVar[str | None] = None
+    # The environment families the bonus can read, and what the others lack (for the error).
+    families: ClassVar[tuple[str, ...]] = ("nethack", "minihack", "procgen")
+    needs: ClassVar[str | None] = None
 
     def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
         super().__init__()
@@ -123,20 +160,24 @@ class Bonus(nn.Module):
         self.normalizer = IntrinsicNormalizer(mode, num_envs, int_discount, int_episodic)
         # Last unroll index seen per env id; -1 = never seen.
         self.register_buffer("last_unroll_index", torch.full((num_envs,), -1, dtype=torch.int64))
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: torch.optim.Optimizer | None = None  # built by create_bonus
         # Weight of each named loss in the summed objective (1 when absent); losses log unweighted.
         self.loss_weights: dict[str, float] = {}
-        self._pending: tuple[dict, Any, dict[str, float]] | None = None
+        self._pending: tuple[Batch, Any, dict[str, float]] | None = None
 
     # ---- subclass interface -------------------------------------------------------------------
-    def compute(self, batch: dict, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
+    def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         """Raw intrinsic reward [T, B] and whatever `losses` needs (tensors may carry gradient).
 
         Advances the episodic state by this batch. Rewards of done transitions are zeroed after.
         """
         raise NotImplementedError
 
-    def losses(self, batch: dict, aux: Any) -> dict[str, torch.Tensor]:
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters `bonus.optimizer` trains (none by default)."""
+        return []
+
+    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
         """Named scalar losses of the bonus's networks, summed for one optimizer step."""
         return {}
 
@@ -144,12 +185,12 @@ class Bonus(nn.Module):
         """Release what the bonus started (threads, processes); called once when training ends."""
 
     # ---- learner interface --------------------------------------------------------------------
-    def intrinsic_reward(self, batch: dict) -> torch.Tensor:
+    def intrinsic_reward(self, batch: Batch) -> torch.Tensor:
         """Intrinsic reward [T, B] of every transition, normalised as configured, without gradient."""
         ctx = self.make_context(batch)
         return self.reward(batch, ctx)
 
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         """One training step of the bonus's networks on `batch`; returns losses and metrics."""
         if self._pending is None or self._pending[0] is not batch:
             raise RuntimeError(f"{type(self).__name__}.update() must follow intrinsic_reward() on the same batch")
@@ -158,12 +199,12 @@ class Bonus(nn.Module):
         return {**metrics, **self.train_step(batch, aux)}
 
     # ---- shared machinery ---------------------------------------------------------------------
-    def make_context(self, batch: dict) -> BatchContext:
+    def make_context(self, batch: Batch) -> BatchContext:
         """Check that each env's unrolls arrive in order and find where episodic state starts."""
-        env_ids = batch["env_ids"].to(self.device)
+        env_ids = batch.env_ids.to(self.device)
         ids = env_ids.cpu().numpy()
-        index = batch["unroll_index"].cpu().numpy()
-        first0 = batch["first"][0].cpu().numpy()
+        index = batch.unroll_index.cpu().numpy()
+        first0 = batch.first[0].cpu().numpy()
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
             raise ValueError(f"env_ids must lie in [0, {self.num_envs}) (num_envs given to build_bonus), got {ids.tolist()}")
         last = self.last_unroll_index.cpu().numpy().copy()
@@ -180,9 +221,9 @@ class Bonus(nn.Module):
                 )
             last[env] = idx
         self.last_unroll_index.copy_(torch.from_numpy(last))
-        return BatchContext(env_ids, batch["dones"].to(self.device).bool(), fresh, batch_waves(ids))
+        return BatchContext(env_ids, batch.dones.to(self.device).bool(), fresh, batch_waves(ids))
 
-    def reward(self, batch: dict, ctx: BatchContext) -> torch.Tensor:
+    def reward(self, batch: Batch, ctx: BatchContext) -> torch.Tensor:
         """Raw reward → done-masked → normalised; keeps what `update` needs for this batch."""
         with torch.enable_grad():  # the learner may call us under no_grad; our losses reuse this pass
             raw, aux = self.compute(batch, ctx)
@@ -197,11 +238,12 @@ class Bonus(nn.Module):
         self._pending = (batch, aux, metrics)
         return normalised
 
-    def train_step(self, batch: dict, aux: Any) -> dict[str, float]:
+    def train_step(self, batch: Batch, aux: Any) -> dict[str, float]:
         losses = self.losses(batch, aux)
         if not losses:
             return {}
-        assert self.optimizer is not None, "a bonus with losses must create its optimizer"
+        if self.optimizer is None:
+            raise RuntimeError(f"{type(self).__name__} returned losses but trainable_parameters() is empty")
         total = torch.stack([self.loss_weights.get(key, 1.0) * loss for key, loss in losses.items()]).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -1,0 +1,133 @@
+"""The unroll: what a rollout worker returns, and, concatenated along the environments, what the learner
+trains on (a batch is an unroll of more columns, so `Batch` is the same type).
+
+Every field declares its layout, and the operations below (allocation, concatenation, column slicing,
+device transfer) follow from it, so a new field is one line here:
+- `step` fields are time-major, [T, B, ...] or [T+1, B, ...]; their columns are axis 1;
+- `column` fields are environment-major, [B, ...]; their columns are axis 0.
+Values are numpy arrays on actors, torch tensors on the learner; `obs` is a dict and `core_state` a
+tuple of such arrays. docs/design.md describes what each field means.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+Array = Any  # np.ndarray on actors, torch.Tensor on the learner
+STEP, COLUMN = 1, 0  # the axis along which a field's columns (environments) lie
+
+
+def _step(doc: str) -> Any:
+    return dataclasses.field(metadata={"axis": STEP, "doc": doc})
+
+
+def _column(doc: str) -> Any:
+    return dataclasses.field(metadata={"axis": COLUMN, "doc": doc})
+
+
+@dataclasses.dataclass
+class Unroll:
+    """T steps of B environments."""
+
+    obs: dict[str, Array] = _step("[T+1, B, ...] obs[t] is what the policy saw before action t; obs[T] bootstraps")
+    first: Array = _step("[T+1, B] bool: obs[t] is the first observation of an episode")
+    actions: Array = _step("[T, B] int64")
+    rewards: Array = _step("[T, B] float32: raw extrinsic reward of transition t")
+    dones: Array = _step("[T, B] bool: the episode ended with transition t (equals first[1:])")
+    logits: Array = _step("[T, B, A] float32: behaviour policy logits")
+    core_state: tuple[Array, ...] = _column("each [B, H]: recurrent state before obs[0]")
+    env_ids: Array = _column("[B] int64: global environment id")
+    unroll_index: Array = _column("[B] int64: per-environment sequence number of this unroll: 0, 1, 2, ...")
+    policy_version: Array = _column("[B] int64: learner version whose weights acted")
+    actor_ids: Array = _column("[B] int64: the rollout worker that stepped the environment")
+
+    @property
+    def num_columns(self) -> int:
+        """B, the number of environment columns."""
+        return int(self.actions.shape[1])
+
+    @property
+    def num_steps(self) -> int:
+        """T, the number of transitions per column."""
+        return int(self.actions.shape[0])
+
+    @property
+    def size(self) -> int:
+        """Environment steps held: T · B."""
+        return self.num_steps * self.num_columns
+
+    @classmethod
+    def allocate(cls, obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], steps: int, columns: int,
+                 num_actions: int) -> "Unroll":
+        """Empty numpy buffers for the time-major fields; the caller fills the column fields."""
+        T, B = steps, columns
+        return cls(
+            obs={k: np.empty((T + 1, B, *shape), dtype=dtype) for k, (shape, dtype) in obs_space.items()},
+            first=np.empty((T + 1, B), dtype=bool),
+            actions=np.empty((T, B), dtype=np.int64),
+            rewards=np.empty((T, B), dtype=np.float32),
+            dones=np.empty((T, B), dtype=bool),
+            logits=np.empty((T, B, num_actions), dtype=np.float32),
+            core_state=(),
+            env_ids=np.empty(B, dtype=np.int64),
+            unroll_index=np.empty(B, dtype=np.int64),
+            policy_version=np.empty(B, dtype=np.int64),
+            actor_ids=np.empty(B, dtype=np.int64),
+        )
+
+    @classmethod
+    def concat(cls, unrolls: Sequence["Unroll"]) -> "Unroll":
+        """Unrolls side by side along B (a batch); always a fresh, writable copy."""
+        if not unrolls:
+            raise ValueError("Unroll.concat needs at least one unroll")
+        values = {}
+        for f in dataclasses.fields(cls):
+            parts = [getattr(u, f.name) for u in unrolls]
+            values[f.name] = _zip_map(parts, lambda xs, axis=f.metadata["axis"]: _cat(xs, axis))
+        return cls(**values)
+
+    def columns(self, cols: slice | Array) -> "Unroll":
+        """The unroll restricted to environment columns `cols` (a slice or an index array)."""
+        return self._map(lambda x, axis: x[:, cols] if axis == STEP else x[cols])
+
+    def to_torch(self, device: torch.device | str = "cpu") -> "Unroll":
+        """torch tensors on `device`; small integer dtypes stay small until the model reads them."""
+        def convert(x: Array, _axis: int) -> torch.Tensor:
+            tensor = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+            return tensor.to(device, non_blocking=True)
+
+        return self._map(convert)
+
+    def _map(self, fn: Callable[[Array, int], Array]) -> "Unroll":
+        values = {f.name: _apply(getattr(self, f.name), lambda x, axis=f.metadata["axis"]: fn(x, axis))
+                  for f in dataclasses.fields(self)}
+        return type(self)(**values)
+
+
+Batch = Unroll  # a batch is unrolls concatenated along B: the same fields
+
+
+def _apply(value: Any, fn: Callable[[Array], Array]) -> Any:
+    if isinstance(value, dict):
+        return {k: fn(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(fn(v) for v in value)
+    return fn(value)
+
+
+def _zip_map(parts: list[Any], fn: Callable[[list[Array]], Array]) -> Any:
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: fn([p[k] for p in parts]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(fn(list(xs)) for xs in zip(*parts))
+    return fn(parts)
+
+
+def _cat(parts: list[Array], axis: int) -> Array:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, dim=axis)
+    return np.concatenate(parts, axis=axis)
