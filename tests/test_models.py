@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from rlzoo.bonuses.common.encoders import SymbolicTrunk
 from rlzoo.envs.vec_env import EnvSpec
 from rlzoo.models import build_model, build_torso
+from rlzoo.models.impala_cnn import ResidualBlock
 from rlzoo.models.nethack_net import NUM_GLYPHS, BlstatsNormalizer
 
 pytestmark = pytest.mark.unit
@@ -216,3 +217,25 @@ def test_activation_before_flatten_gets_an_nchw_input_and_gradient():
     obs = _random_obs(NETHACK_SPEC, 4)
     (torso(obs).sum() + rnd_trunk(obs, torch.zeros(4, 27)).sum()).backward()
     assert seen == [(0, 1, 2, 3)] * 8
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("autocast_dtype", [None, torch.bfloat16])
+def test_impala_residual_block_in_place_matches_its_formula(autocast_dtype):
+    """The block computes x + conv1(relu(conv0(relu(x)))) in place; the input and gradients must not change."""
+    torch.manual_seed(0)
+    block = ResidualBlock(4)
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_copy = x.detach().clone()
+    grads = []
+    for formula in (block, lambda v: v + block.conv1(torch.relu(block.conv0(torch.relu(v))))):
+        block.zero_grad()
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype is not None):
+            out = formula(x)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out.detach(), x.grad.clone(), [p.grad.clone() for p in block.parameters()]))
+    assert torch.equal(x.detach(), x_copy)
+    (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = grads
+    assert torch.equal(out_a, out_b) and torch.equal(gx_a, gx_b)
+    assert all(torch.equal(a, b) for a, b in zip(gp_a, gp_b))

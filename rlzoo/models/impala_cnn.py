@@ -17,7 +17,10 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+        # The inner ReLU runs in place (a convolution's backward does not read its output): the same
+        # arithmetic with one batch-sized allocation fewer. The sum stays out of place so that it
+        # promotes to x's dtype when x is float32 and the convolutions run in bfloat16.
+        return x + self.conv1(torch.relu_(self.conv0(torch.relu(x))))
 
 
 class ImpalaStage(nn.Module):
@@ -54,4 +57,4 @@ class ImpalaCNNTorso(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         x = obs["rgb"].permute(0, 3, 1, 2).float() / 255.0
         x = torch.relu(self.to_nchw(self.stages(x))).flatten(1)
-        return torch.relu(self.fc(x))
+        return torch.relu_(self.fc(x))
