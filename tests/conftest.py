@@ -28,6 +28,9 @@ FAST_OVERRIDES = [
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long runs, excluded by default (run with -m slow)")
+    config.addinivalue_line("markers", "unit: seconds, no Ray, no subprocess")
+    config.addinivalue_line("markers", "integration: Ray, CLI subprocesses, environments recorded end to end")
+    config.addinivalue_line("markers", "system: Slurm, long runs")
 
 
 @pytest.fixture

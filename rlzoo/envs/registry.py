@@ -39,7 +39,16 @@ PROCGEN_MODE_GAMES = {
 
 # Keys each family accepts, with defaults; anything else in env_cfg is a typo and is rejected.
 _COMMON_KEYS = {"family": None, "name": None, "env_kwargs": {}}
-_NETHACK_KEYS = {**_COMMON_KEYS, "max_episode_steps": None, "fix_moon_phase": True, "share_nethack_code": True}
+_NETHACK_KEYS = {
+    **_COMMON_KEYS,
+    "max_episode_steps": None,
+    "fix_moon_phase": True,
+    "share_nethack_code": True,
+    "observation": "symbolic",
+    "save_ttyrec_every": 0,
+    "ttyrec_dir": None,
+}
+NETHACK_OBSERVATIONS = ("symbolic", "tty", "both")
 _FAMILY_KEYS = {
     "nethack": _NETHACK_KEYS,
     "minihack": _NETHACK_KEYS,
@@ -146,6 +155,9 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         for key in ("fix_moon_phase", "share_nethack_code"):
             if not isinstance(cfg[key], bool):
                 raise ValueError(f"env.{key} must be true or false, got {cfg[key]!r}")
+        if cfg["observation"] not in NETHACK_OBSERVATIONS:
+            raise _bad_value("env.observation", cfg["observation"], NETHACK_OBSERVATIONS)
+        _check_recording(cfg)
     else:
         mode = cfg["distribution_mode"]
         if mode not in PROCGEN_DISTRIBUTION_MODES:
@@ -159,6 +171,18 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
             _check_int(cfg, key, 0)
         _check_held_out(cfg)
     return cfg
+
+
+def _check_recording(cfg: Mapping[str, Any]) -> None:
+    _check_int(cfg, "save_ttyrec_every", 0)
+    directory = cfg["ttyrec_dir"]
+    if directory is not None and (not isinstance(directory, str) or not directory):
+        raise ValueError(f"env.ttyrec_dir={directory!r} is not valid; expected a directory path or null")
+    if cfg["save_ttyrec_every"] and directory is None:
+        raise ValueError(
+            f"env.save_ttyrec_every={cfg['save_ttyrec_every']} needs env.ttyrec_dir, the directory the "
+            "ttyrecs go to (e.g. <run dir>/ttyrecs)"
+        )
 
 
 def _check_held_out(cfg: Mapping[str, Any]) -> None:
