@@ -18,14 +18,18 @@ from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
 from rlzoo.envs.tty_render import tty_to_rgb
+from rlzoo.envs.ttyrec_recorder import TtyrecRecorder
 from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, episode_seed_stream
 
 DUNGEON_SHAPE = (21, 79)
 CROP_SIZE = 9
 NUM_BLSTATS = 27
 MESSAGE_LEN = 256
+TTY_SHAPE = (24, 80)
 # Only what we deliver is requested from the env: every extra key costs copies inside NLE's step.
+# blstats is always requested: the episode stats read the score and depth from it.
 _ENV_OBS_KEYS = ("glyphs", "blstats", "message")
+_TTY_OBS_KEYS = ("tty_chars", "tty_colors", "tty_cursor")
 _RENDER_OBS_KEYS = ("tty_chars", "tty_colors")
 
 NETHACK_OBS_SPACE = {
@@ -33,6 +37,19 @@ NETHACK_OBS_SPACE = {
     "crop": ((CROP_SIZE, CROP_SIZE), np.dtype(np.int16)),
     "blstats": ((NUM_BLSTATS,), np.dtype(np.int32)),
     "message": ((MESSAGE_LEN,), np.dtype(np.uint8)),
+}
+# The terminal as NLE draws it (and as nle.dataset converts ttyrecs): characters, colours (+16 in
+# reverse video) and the cursor's (row, column).
+TTY_OBS_SPACE = {
+    "tty_chars": (TTY_SHAPE, np.dtype(np.uint8)),
+    "tty_colors": (TTY_SHAPE, np.dtype(np.int8)),
+    "tty_cursor": ((2,), np.dtype(np.uint8)),
+}
+# env.observation -> the observations delivered.
+OBSERVATION_SETS = {
+    "symbolic": NETHACK_OBS_SPACE,
+    "tty": TTY_OBS_SPACE,
+    "both": {**NETHACK_OBS_SPACE, **TTY_OBS_SPACE},
 }
 
 
@@ -90,12 +107,23 @@ def _lean_minihack_class(task_class: type, delivered_keys: tuple[str, ...]) -> t
     return type(task_class.__name__, bases, {"delivered_keys": delivered_keys})
 
 
-def _make_env(cfg: dict[str, Any], render: bool) -> NLE:
+def _nle_observation_keys(cfg: dict[str, Any], render: bool) -> tuple[str, ...]:
+    keys = _ENV_OBS_KEYS if cfg["observation"] != "tty" else ("blstats",)
+    if cfg["observation"] != "symbolic":
+        keys += _TTY_OBS_KEYS
+    if render:
+        keys += _RENDER_OBS_KEYS
+    return tuple(dict.fromkeys(keys))
+
+
+def _make_env(cfg: dict[str, Any], render: bool, recorder: TtyrecRecorder | None = None) -> NLE:
     if cfg["family"] == "minihack":
         import_minihack()
 
     kwargs = dict(cfg["env_kwargs"])
-    kwargs["observation_keys"] = _ENV_OBS_KEYS + (_RENDER_OBS_KEYS if render else ())
+    kwargs["observation_keys"] = _nle_observation_keys(cfg, render)
+    if recorder is not None:
+        kwargs.update(recorder.nle_kwargs())
     kwargs["fix_moon_phase"] = cfg["fix_moon_phase"]
     if cfg["max_episode_steps"] is not None:
         kwargs["max_episode_steps"] = cfg["max_episode_steps"]
@@ -119,9 +147,10 @@ def _spec_for(cfg_json: str) -> EnvSpec:
         return EnvSpec(
             family=cfg["family"],
             name=cfg["name"],
-            obs_space=dict(NETHACK_OBS_SPACE),
+            obs_space=dict(OBSERVATION_SETS[cfg["observation"]]),
             num_actions=int(env.action_space.n),
             action_names=names,
+            action_keys=tuple(int(a) for a in env.actions),
         )
     finally:
         env.close()
@@ -152,8 +181,11 @@ class AgentCrop:
 class NetHackEnv:
     """One NLE/MiniHack env writing its observations into row i of shared batch buffers."""
 
-    def __init__(self, cfg: dict[str, Any], rng: np.random.Generator, render: bool) -> None:
-        self.env = _make_env(cfg, render)
+    def __init__(self, cfg: dict[str, Any], rng: np.random.Generator, render: bool, env_id: int = 0) -> None:
+        self.recorder = TtyrecRecorder.for_env(cfg, env_id)
+        self.env = _make_env(cfg, render, self.recorder)
+        self.symbolic = cfg["observation"] != "tty"
+        self.tty = cfg["observation"] != "symbolic"
         self.rng = rng
         self.render_enabled = render
         self.track_score = cfg["family"] == "nethack"
@@ -184,18 +216,24 @@ class NetHackEnv:
             # call that gymnasium-era MiniGrid envs no longer have (their generator is seeded above).
             NLE.seed(self.env, core, disp, reseed=False)
         obs, _ = self.env.reset()
+        if self.recorder is not None:
+            self.recorder.episode_started()
         if self.share_code:  # the reset loaded a fresh private copy of the game's code
             share_nethack_code(self.env.nethack.dlpath)
         self._new_episode_stats()
         return obs
 
     def _write(self, obs: dict[str, np.ndarray], out: Obs, i: int) -> None:
-        glyphs, blstats = obs["glyphs"], obs["blstats"]
-        out["glyphs"][i] = glyphs
-        x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
-        out["crop"][i] = self.crop(glyphs, x, y)
-        out["blstats"][i] = blstats
-        out["message"][i] = obs["message"]
+        if self.symbolic:
+            glyphs, blstats = obs["glyphs"], obs["blstats"]
+            out["glyphs"][i] = glyphs
+            x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
+            out["crop"][i] = self.crop(glyphs, x, y)
+            out["blstats"][i] = blstats
+            out["message"][i] = obs["message"]
+        if self.tty:
+            for key in _TTY_OBS_KEYS:
+                out[key][i] = obs[key]
         if self.render_enabled:
             self.tty_obs = obs  # NLE updates these arrays in place; render() reads the latest
 
@@ -232,6 +270,8 @@ class NetHackEnv:
 
     def close(self) -> None:
         self.env.close()
+        if self.recorder is not None:
+            self.recorder.close()
 
 
 def make_nethack_vec_env(
@@ -240,7 +280,7 @@ def make_nethack_vec_env(
     """List-of-envs VecEnv for a validated NetHack/MiniHack config."""
     spec = nethack_spec(cfg)
     envs = [
-        NetHackEnv(cfg, episode_seed_stream(seed, env_id_offset + i), render)
+        NetHackEnv(cfg, episode_seed_stream(seed, env_id_offset + i), render, env_id_offset + i)
         for i in range(num_envs)
     ]
     return ListVecEnv(envs, spec)

@@ -32,6 +32,8 @@ PROCGEN_GAMES = (
 PROCGEN_DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")
 # Modes only some games implement; procgen's C++ aborts the whole process on other games.
 # ("exploration" is a single fixed hard level per game.)
+NETHACK_OBSERVATIONS = ("symbolic", "tty", "both")  # env.observation: what a NetHack/MiniHack agent sees
+
 PROCGEN_MODE_GAMES = {
     "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
     "memory": ("caveflyer", "dodgeball", "heist", "jumper", "maze", "miner"),
@@ -139,6 +141,9 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         for key in ("fix_moon_phase", "share_nethack_code"):
             if not isinstance(cfg[key], bool):
                 raise ValueError(f"env.{key} must be true or false, got {cfg[key]!r}")
+        if cfg["observation"] not in NETHACK_OBSERVATIONS:
+            raise _bad_value("env.observation", cfg["observation"], NETHACK_OBSERVATIONS)
+        _check_recording(cfg)
     else:
         mode = cfg["distribution_mode"]
         if mode not in PROCGEN_DISTRIBUTION_MODES:
@@ -152,6 +157,18 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
             _check_int(cfg, key, 0)
         _check_held_out(cfg)
     return cfg
+
+
+def _check_recording(cfg: Mapping[str, Any]) -> None:
+    _check_int(cfg, "save_ttyrec_every", 0)
+    directory = cfg["ttyrec_dir"]
+    if directory is not None and (not isinstance(directory, str) or not directory):
+        raise ValueError(f"env.ttyrec_dir={directory!r} is not valid; expected a directory path or null")
+    if cfg["save_ttyrec_every"] and directory is None:
+        raise ValueError(
+            f"env.save_ttyrec_every={cfg['save_ttyrec_every']} needs env.ttyrec_dir, the directory the "
+            "ttyrecs go to (e.g. <run dir>/ttyrecs)"
+        )
 
 
 def _check_held_out(cfg: Mapping[str, Any]) -> None:

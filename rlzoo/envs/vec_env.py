@@ -20,6 +20,8 @@ class EnvSpec:
     obs_space: dict[str, tuple[tuple[int, ...], np.dtype]]  # name -> (shape without [B], dtype)
     num_actions: int
     action_names: tuple[str, ...] = field(default=())
+    # NetHack/MiniHack: the keypress (byte) each action sends, to map recorded keypresses to actions.
+    action_keys: tuple[int, ...] = field(default=())
 
 
 def allocate_obs(spec: EnvSpec, num_envs: int) -> Obs:

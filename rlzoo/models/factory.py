@@ -12,11 +12,22 @@ from rlzoo.envs.vec_env import EnvSpec
 from rlzoo.models.impala_cnn import ImpalaCNNTorso
 from rlzoo.models.nethack_net import NetHackTorso
 from rlzoo.models.policy import Policy
+from rlzoo.models.tty_net import TtyTorso
 
 # model.name -> env families it can read.
-MODEL_FAMILIES = {"nethack_cnn": ("nethack", "minihack"), "impala_cnn": ("procgen",)}
+MODEL_FAMILIES = {
+    "nethack_cnn": ("nethack", "minihack"),
+    "tty_cnn": ("nethack", "minihack"),
+    "impala_cnn": ("procgen",),
+}
+# model.name -> observations it reads, and the env.observation setting that delivers them.
+_MODEL_INPUTS = {
+    "nethack_cnn": (("crop", "blstats"), "env.observation=symbolic or both"),
+    "tty_cnn": (TtyTorso.input_keys, "env.observation=tty or both"),
+}
 
 _INT, _INT_LIST, _BOOL = "a positive integer", "a non-empty list of positive integers", "true or false"
+_ODD = "an odd positive integer"
 # model.name -> {key: kind}; every key is required so that configs state their sizes explicitly.
 _MODEL_KEYS = {
     "nethack_cnn": {
@@ -28,6 +39,18 @@ _MODEL_KEYS = {
         "use_message": _BOOL,
         "message_embedding_dim": _INT,
         "message_out_dim": _INT,
+        "fc_sizes": _INT_LIST,
+        "lstm_size": "an integer >= 0",
+    },
+    "tty_cnn": {
+        "char_embedding_dim": _INT,
+        "color_embedding_dim": _INT,
+        "text_channels": _INT,
+        "message_out_dim": _INT,
+        "status_out_dim": _INT,
+        "crop_size": _ODD,
+        "crop_channels": _INT_LIST,
+        "screen_channels": _INT_LIST,
         "fc_sizes": _INT_LIST,
         "lstm_size": "an integer >= 0",
     },
@@ -51,6 +74,8 @@ def _valid(value: Any, kind: str) -> bool:
         return isinstance(value, list) and bool(value) and all(_is_int(v, 1) for v in value)
     if kind == _BOOL:
         return isinstance(value, bool)
+    if kind == _ODD:
+        return _is_int(value, 1) and value % 2 == 1
     return _is_int(value, 0)
 
 
@@ -71,6 +96,14 @@ def validate_model_cfg(model_cfg: Mapping[str, Any] | DictConfig, spec: EnvSpec)
             f"model.name={name!r} cannot read {spec.family} observations (env {spec.name}); "
             f"use model.name in {fitting}"
         )
+    if name in _MODEL_INPUTS:
+        needed, setting = _MODEL_INPUTS[name]
+        missing_obs = [key for key in needed if key not in spec.obs_space]
+        if missing_obs:
+            raise ValueError(
+                f"model.name={name!r} reads {missing_obs}, which env {spec.name} does not deliver; "
+                f"set {setting}"
+            )
     kinds = _MODEL_KEYS[name]
     unknown = sorted(set(cfg) - set(kinds) - {"name"})
     missing = sorted(set(kinds) - set(cfg))
@@ -90,6 +123,8 @@ def build_torso(model_cfg: Mapping[str, Any] | DictConfig, spec: EnvSpec) -> nn.
     cfg = validate_model_cfg(model_cfg, spec)
     if cfg["name"] == "impala_cnn":
         return ImpalaCNNTorso(spec, cfg["channels"], cfg["num_blocks"], cfg["fc_size"])
+    if cfg["name"] == "tty_cnn":
+        return TtyTorso(**{key: value for key, value in cfg.items() if key not in ("name", "lstm_size")})
     return NetHackTorso(
         spec,
         glyph_embedding_dim=cfg["glyph_embedding_dim"],
