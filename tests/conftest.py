@@ -32,7 +32,7 @@ TIERS = ("unit", "integration", "system")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test belongs to exactly one tier (pytest.ini), so `-m unit` and the others split the suite."""
     wrong = [f"{item.nodeid} ({', '.join(tiers) or 'no tier'})" for item in items
-             if len(tiers := [m.name for m in item.iter_markers() if m.name in TIERS]) != 1]
+             if len(tiers := sorted({m.name for m in item.iter_markers() if m.name in TIERS})) != 1]
     if wrong:
         raise pytest.UsageError("tests need exactly one of the markers " + ", ".join(TIERS) + ":\n  "
                                 + "\n  ".join(wrong))

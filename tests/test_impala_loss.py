@@ -94,3 +94,23 @@ def test_without_a_bonus_the_extrinsic_reward_alone_is_clipped():
     streams = reward_streams(torch.tensor([[5.0]]), None, torch.tensor([[False]]), RewardMix(discount=0.9))
     assert len(streams) == 1 and streams[0].rewards.item() == 1.0
     assert streams[0].discounts.item() == pytest.approx(0.9)
+
+
+def test_motif_reward_is_a_hundredth_of_the_game_reward_plus_a_tenth_of_the_motif_reward_unclipped():
+    # The reference: its actor scales the game's reward by 0.1 and clips it to ±10; its learner adds
+    # 0.1 × that and 0.1 × the Motif reward, without clipping the sum.
+    def reference(r_ext: float, r_int: float) -> float:
+        return 0.1 * min(max(0.1 * r_ext, -10.0), 10.0) + 0.1 * r_int
+
+    mix = RewardMix(extrinsic_coef=0.1, intrinsic_coef=0.1, extrinsic_scale=0.1, extrinsic_clip=10.0, clip_total=False)
+    extrinsic, intrinsic = torch.tensor([[20.0], [500.0], [-3.0]]), torch.tensor([[4.0], [0.0], [12.0]])
+    rewards = reward_streams(extrinsic, intrinsic, torch.zeros(3, 1, dtype=torch.bool), mix)[0].rewards
+    expected = [reference(20.0, 4.0), reference(500.0, 0.0), reference(-3.0, 12.0)]  # 0.6, 1.0, 1.17
+    assert rewards[:, 0].tolist() == pytest.approx(expected)
+
+
+def test_oni_clips_the_raw_game_reward_to_ten_and_leaves_the_sum_unclipped():
+    mix = RewardMix(extrinsic_coef=0.1, intrinsic_coef=0.4, extrinsic_clip=10.0, clip_total=False)
+    rewards = reward_streams(torch.tensor([[50.0], [4.0]]), torch.tensor([[1.0], [3.0]]),
+                             torch.zeros(2, 1, dtype=torch.bool), mix)[0].rewards
+    assert rewards[:, 0].tolist() == pytest.approx([0.1 * 10 + 0.4 * 1, 0.1 * 4 + 0.4 * 3])

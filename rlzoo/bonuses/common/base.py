@@ -126,7 +126,8 @@ class Bonus(nn.Module):
     `trainable_parameters` and `losses`.
 
     Common config fields (configs/bonus/common/defaults.yaml), read by the learner and validated here:
-    `coef`, `extrinsic_coef`, `separate_value_head`, `int_discount`, `int_episodic`, `normalize`.
+    `coef`, `extrinsic_coef`, `separate_value_head`, `int_discount`, `int_episodic`, `normalize`,
+    `extrinsic_scale`, `extrinsic_clip`, `clip_total`.
     """
 
     name: ClassVar[str] = ""
@@ -152,6 +153,12 @@ class Bonus(nn.Module):
         cfg_get(cfg, "coef", float)
         cfg_get(cfg, "extrinsic_coef", float)
         cfg_get(cfg, "separate_value_head", bool)
+        cfg_get(cfg, "extrinsic_scale", float)
+        cfg_get(cfg, "clip_total", bool)
+        extrinsic_clip = cfg_get(cfg, "extrinsic_clip", object)
+        if extrinsic_clip is not None and (isinstance(extrinsic_clip, bool) or not isinstance(extrinsic_clip, (int, float))
+                                           or extrinsic_clip <= 0):
+            raise ValueError(f"bonus.extrinsic_clip={extrinsic_clip!r} must be a positive number or null")
         int_discount = cfg_get(cfg, "int_discount", float)
         if not 0.0 <= int_discount <= 1.0:
             raise ValueError(f"bonus.int_discount={int_discount} must lie in [0, 1]")
