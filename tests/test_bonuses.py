@@ -452,7 +452,7 @@ def test_unknown_bonus_name_lists_allowed(minihack_spec):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("bonus.normalize=mean", "bonus.normalize='mean'; allowed: none, std, return_std"),
+        ("bonus.normalize=mean", "bonus.normalize='mean'; allowed: none, std, return_std, reference_std"),
         ("bonus.scope=lifelong", "bonus.scope='lifelong'; allowed: episodic, global"),
         ("bonus.coef=high", "bonus.coef='high' must be of type float"),
     ],

@@ -18,7 +18,7 @@ KILL, WALL, GOLD, STONE = "You kill the newt!", "It's a wall.", "$ - 4 gold piec
 
 def config(**kw):
     return {"name": "oni", "coef": 0.1, "extrinsic_coef": 0.1, "separate_value_head": False, "int_discount": 0.99,
-            "extrinsic_scale": 1.0, "extrinsic_clip": None, "clip_total": True,
+            "extrinsic_scale": 1.0, "extrinsic_clip": None, "clip_total": True, "reference_batch": 8,
             "int_episodic": True, "normalize": "none", "model": "retrieval", "threshold_quantile": None,
             "count_exponent": 3.0, "optimizer": "adam", "lr": 3e-3, "min_labels": 2, "train_batch_size": 16,
             "stats_interval": 5, "annotator": "score_gain", "annotator_mode": "thread",

@@ -127,7 +127,7 @@ class Bonus(nn.Module):
 
     Common config fields (configs/bonus/common/defaults.yaml), read by the learner and validated here:
     `coef`, `extrinsic_coef`, `separate_value_head`, `int_discount`, `int_episodic`, `normalize`,
-    `extrinsic_scale`, `extrinsic_clip`, `clip_total`.
+    `extrinsic_scale`, `extrinsic_clip`, `clip_total`, `reference_batch`.
     """
 
     name: ClassVar[str] = ""
@@ -164,7 +164,10 @@ class Bonus(nn.Module):
             raise ValueError(f"bonus.int_discount={int_discount} must lie in [0, 1]")
         int_episodic = cfg_get(cfg, "int_episodic", bool)
         mode = cfg_get(cfg, "normalize", str, NORMALIZE_MODES)
-        self.normalizer = IntrinsicNormalizer(mode, num_envs, int_discount, int_episodic)
+        reference_batch = cfg_get(cfg, "reference_batch", int)
+        if reference_batch < 1:
+            raise ValueError(f"bonus.reference_batch={reference_batch} must be >= 1")
+        self.normalizer = IntrinsicNormalizer(mode, num_envs, int_discount, int_episodic, reference_batch)
         # Last unroll index seen per env id; -1 = never seen.
         self.register_buffer("last_unroll_index", torch.full((num_envs,), -1, dtype=torch.int64))
         self.optimizer: torch.optim.Optimizer | None = None  # built by create_bonus

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-NORMALIZE_MODES = ("none", "std", "return_std")
+NORMALIZE_MODES = ("none", "std", "return_std", "reference_std")
 
 
 class RunningMeanStd(nn.Module):
@@ -59,23 +59,61 @@ class ObservationWhitener(nn.Module):
         return ((x - mean) / std).clamp(-self.clip, self.clip)
 
 
+class ReferenceRunningStd(nn.Module):
+    """The E3B reference's running "std" of the intrinsic reward, arithmetic and bug included.
+
+    The reference (facebookresearch/e3b, minihack/torchbeast/src/models.py) counts a [T, B] batch with
+    len(), i.e. T samples, while summing all T·B: its batch mean is B × the true mean, and
+    std = sqrt(m2 / count) comes out about sqrt(B + B(B−1)²μ²/σ²) × the true std (≈ 20 for B = 8 when
+    the bonus's mean ≈ its std). The paper's coefficients were tuned against that divisor, which no
+    constant reproduces (it drifts with μ/σ), so this module recomputes it. It counts every batch as
+    if it were `reference_batch` columns wide (the reference's 8), whatever rlzoo's batch shape, so the
+    inflation is the paper's and not B = 64's (≈ 500 ×). docs/fidelity.md.
+    """
+
+    def __init__(self, reference_batch: int) -> None:
+        super().__init__()
+        self.reference_batch = reference_batch
+        self.register_buffer("total", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("count", torch.full((), 1e-8, dtype=torch.float64))  # the reference's start
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().to(torch.float64).reshape(-1)
+        n = x.numel() / self.reference_batch  # len() of a [N / reference_batch, reference_batch] batch
+        batch_sum = x.sum()
+        batch_mean = batch_sum / n
+        running_mean = self.total / self.count
+        self.m2 += (x - batch_mean).square().sum() + self.count * n / (self.count + n) * (batch_mean - running_mean) ** 2
+        self.count += n
+        self.total += batch_sum
+
+    def std(self) -> torch.Tensor:
+        return (self.m2 / self.count).sqrt()
+
+
 class IntrinsicNormalizer(nn.Module):
     """Scales raw intrinsic rewards [T, B] as configured by `bonus.normalize`.
 
     - `none`: unchanged.
-    - `std`: divided by the running std of the intrinsic rewards (no mean subtraction), as E3B.
+    - `std`: divided by the running std of the intrinsic rewards (no mean subtraction): what the E3B
+      paper describes, with every sample counted once.
+    - `reference_std`: divided by the E3B reference code's running std (`ReferenceRunningStd`), the
+      divisor the paper's coefficients were tuned against.
     - `return_std`: divided by the running std of the per-environment discounted intrinsic return
       (RND's reward forward filter); the return is cut at episode ends only when `episodic`.
+    The statistics are updated with the batch before it is divided, as in both references.
     """
 
-    def __init__(self, mode: str, num_envs: int, discount: float, episodic: bool) -> None:
+    def __init__(self, mode: str, num_envs: int, discount: float, episodic: bool, reference_batch: int = 8) -> None:
         super().__init__()
         if mode not in NORMALIZE_MODES:
             raise ValueError(f"bonus.normalize={mode!r}; allowed: {', '.join(NORMALIZE_MODES)}")
         self.mode = mode
         self.discount = discount
         self.episodic = episodic
-        self.stats = RunningMeanStd()
+        self.stats = ReferenceRunningStd(reference_batch) if mode == "reference_std" else RunningMeanStd()
         self.register_buffer("returns", torch.zeros(num_envs, dtype=torch.float64))
 
     @torch.no_grad()
@@ -84,11 +122,14 @@ class IntrinsicNormalizer(nn.Module):
     ) -> torch.Tensor:
         if self.mode == "none":
             return raw
-        if self.mode == "std":
+        if self.mode in ("std", "reference_std"):
             self.stats.update(raw)
         else:
             self.stats.update(self._discounted_returns(raw, dones, env_ids, waves))
-        return raw / self.stats.std().float().clamp_min(1e-8)
+        std = self.stats.std().float()
+        if self.mode == "reference_std":
+            return raw / std if std > 0 else raw  # the reference divides only by a positive std
+        return raw / std.clamp_min(1e-8)
 
     def _discounted_returns(
         self, raw: torch.Tensor, dones: torch.Tensor, env_ids: torch.Tensor, waves: list[np.ndarray]
