@@ -10,8 +10,9 @@ on reset (envs/minigrid_levels.py): once on new layouts, then again on the same 
 Part "resets" plays short episodes (cut at 4 steps on Room-5x5 and NetHackScore, 6 on MultiRoom-N2,
 about what a solved task takes) with env.fast_reset off and on, alternating, for --rounds rounds:
 the mean time of a reset against the mean time of a step that does not end an episode (the reset
-cost in steps), and VecEnv steps/s with B=1 and with the largest --envs value. It ends with each
-figure's range over the rounds.
+cost in steps), what the step that ends an episode costs besides the reset (NLE quits the game
+there), and VecEnv steps/s with B=1 and with the largest --envs value. It ends with each figure's
+range over the rounds.
 
     python scripts/bench_envs.py [--parts throughput resets] [--seconds 3] [--envs 1 16 64] [--rounds 3]
 
@@ -110,9 +111,9 @@ def rlzoo_vec(cfg: dict, num_envs: int, seconds: float) -> float:
 SHORT_EPISODES = (("MiniHack-Room-5x5-v0", 4), ("NetHackScore-v0", 4), ("MiniHack-MultiRoom-N2-v0", 6))
 
 
-def reset_cost(cfg: dict, seconds: float) -> tuple[float, float]:
-    """One environment, random actions: (mean seconds of a reset, mean seconds of a step that does
-    not end an episode). A step that ends one also quits the game and resets; it is left out."""
+def reset_cost(cfg: dict, seconds: float) -> tuple[float, float, float]:
+    """One environment, random actions: mean seconds of (a reset, a step that does not end an
+    episode, the rest of a step that ends one: NLE quits the game there, through its end screens)."""
     cfg = validate_env_cfg(cfg)
     env = NetHackEnv(cfg, episode_seed_stream(0, 0), render=False)
     out = allocate_obs(env_spec(cfg), 1)
@@ -130,17 +131,21 @@ def reset_cost(cfg: dict, seconds: float) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     num_actions = env.env.action_space.n
     steps: list[float] = []
+    ends: list[float] = []
     end = time.perf_counter() + seconds
     try:
         while time.perf_counter() < end:
             action = int(rng.integers(num_actions))
             start = time.perf_counter()
             _, done, _ = env.step(action, out, 0)
-            if not done:
-                steps.append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            if done:
+                ends.append(elapsed - resets[-1])
+            else:
+                steps.append(elapsed)
     finally:
         env.close()
-    return float(np.mean(resets)), float(np.mean(steps))
+    return float(np.mean(resets)), float(np.mean(steps)), float(np.mean(ends))
 
 
 def _span(values: list[float], fmt: str) -> str:
@@ -162,16 +167,18 @@ def resets_part(args: argparse.Namespace) -> None:
             for fast in (False, True):
                 cfg = {"name": name, "max_episode_steps": cut, "fast_reset": fast}
                 figures = results.setdefault((name, fast), {})
-                reset_s, step_s = reset_cost(cfg, args.seconds)
+                reset_s, step_s, end_s = reset_cost(cfg, args.seconds)
                 figures.setdefault("reset_us", []).append(reset_s * 1e6)
                 figures.setdefault("step_us", []).append(step_s * 1e6)
+                figures.setdefault("end_us", []).append(end_s * 1e6)
                 figures.setdefault("reset_steps", []).append(reset_s / step_s)
                 rates = []
                 for b in batch_sizes:
                     rates.append(rlzoo_vec(cfg, b, args.seconds))
                     figures.setdefault(f"B={b}", []).append(rates[-1])
                 print(f"round {round_index + 1}/{args.rounds} {name:26s} cut {cut} fast_reset={fast!s:5} "
-                      f"reset {reset_s * 1e6:6.0f} us = {reset_s / step_s:5.1f} steps of {step_s * 1e6:5.1f} us; "
+                      f"reset {reset_s * 1e6:6.0f} us = {reset_s / step_s:5.1f} steps of {step_s * 1e6:5.1f} us, "
+                      f"last step {end_s * 1e6:5.0f} us; "
                       + ", ".join(f"B={b} {r:7,.0f} steps/s" for b, r in zip(batch_sizes, rates)), flush=True)
     print(f"\nsummary over {args.rounds} round(s), min-max: reset cost (in steps of the same env), "
           "reset time, steps/s of short episodes")
@@ -179,7 +186,8 @@ def resets_part(args: argparse.Namespace) -> None:
         for fast in (False, True):
             f = results[(name, fast)]
             print(f"  {name:26s} cut {cut} fast_reset={fast!s:5} reset {_span(f['reset_steps'], '.1f')} steps "
-                  f"({_span(f['reset_us'], '.0f')} us; a step {_span(f['step_us'], '.0f')} us); "
+                  f"({_span(f['reset_us'], '.0f')} us; a step {_span(f['step_us'], '.0f')} us, the last "
+                  f"{_span(f['end_us'], '.0f')} us); "
                   + ", ".join(f"B={b} {_span(f[f'B={b}'], ',.0f')} steps/s" for b in batch_sizes))
 
 
