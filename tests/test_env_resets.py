@@ -1,6 +1,7 @@
 """Fast NetHack resets (envs/fast_reset.py): the games of a reload, nothing carried over, flat memory."""
 import ctypes
 import os
+import signal
 import warnings
 
 import numpy as np
@@ -225,6 +226,65 @@ def test_fast_reset_keeps_the_loaded_copy_and_stock_reset_reloads_it():
                 assert ctypes.c_uint8.from_address(_load_base(env) + end).value == 0
         finally:
             env.close()
+
+
+def test_closing_an_environment_unloads_its_kept_copy():
+    env, out = _nethack_env({**ROOM, "fast_reset": True})
+    for _ in range(3):
+        env.reset(out, 0)
+    assert env.fast_reset.copy is not None
+    inode = str(os.fstat(env.env.nethack._dl.fileno()).st_ino)
+    env.close()
+    with open("/proc/self/maps") as maps:
+        assert not [line for line in maps if line.split()[4] == inode]
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _raise_inside_resets(signum, frame):
+    """A SIGALRM handler that raises when the signal arrives during an environment's reset (which
+    runs Python inside NLE's C code, in the hooks of envs/fast_reset.py)."""
+    while frame is not None:
+        if frame.f_code is NetHackEnv._reset_env.__code__:
+            raise _Alarm
+        frame = frame.f_back
+
+
+def test_an_exception_raised_by_a_signal_during_a_reset_comes_out_of_it():
+    fresh, fresh_out = _nethack_env({**ROOM, "fast_reset": False})
+    previous = signal.signal(signal.SIGALRM, _raise_inside_resets)
+    rng = np.random.default_rng(0)
+    raised = 0
+    env = None
+    try:
+        for i in range(400):
+            if i % 50 == 0:  # first loads (and their snapshot) get interrupted too
+                if env is not None:
+                    env.close()
+                env, out = _nethack_env({**ROOM, "fast_reset": True})
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-5, 1e-3))  # at a random point of a reset
+            try:
+                env.reset(out, 0)
+            except _Alarm:
+                raised += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    try:
+        assert raised > 50
+        env.reset(out, 0)
+        assert not env.fast_reset.reloaded  # still keeping its copy
+        _assert_same(_continue_from_seed(env, out, 100), _continue_from_seed(fresh, fresh_out, 100))
+        env.close()
+        with open("/proc/self/maps") as maps:  # the closed environments' copies are all unloaded
+            copies = {line.split()[4] for line in maps if "memfd:nle.so" in line}
+        assert copies == {str(os.fstat(fresh.env.nethack._dl.fileno()).st_ino)}
+    finally:
+        env.close()
+        fresh.close()
 
 
 def test_where_it_cannot_work_it_warns_once_and_reloads(monkeypatch):

@@ -7,6 +7,7 @@ loader runs after loading and before unloading.
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 
 PT_LOAD, PT_DYNAMIC, PT_TLS, PT_GNU_RELRO = 1, 2, 7, 0x6474E552
 PF_W = 2
-DT_NULL, DT_PLTRELSZ, DT_PLTGOT, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_RELASZ, DT_RELAENT = 0, 2, 3, 5, 6, 7, 8, 9
+DT_NULL, DT_PLTRELSZ, DT_PLTGOT, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ = 0, 2, 3, 5, 6, 7, 8, 9, 10
 DT_INIT, DT_FINI, DT_REL, DT_TEXTREL, DT_JMPREL = 12, 13, 17, 22, 23
 DT_INIT_ARRAY, DT_FINI_ARRAY, DT_INIT_ARRAYSZ, DT_FINI_ARRAYSZ, DT_RELR = 25, 26, 27, 28, 36
 R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE, R_X86_64_IRELATIVE = 1, 6, 7, 8, 37
@@ -55,22 +56,27 @@ class ElfLayout:
     dynamic: dict[int, int]  # tag -> value
     relocations: Relocations  # DT_RELA: data and the table of eagerly bound slots (.got)
     plt_relocations: Relocations  # DT_JMPREL: the lazily bound function slots (.got.plt)
-    data: bytes  # the whole file
+    path: str  # the file, read again for symbol names and segment bytes
 
     def file_offset(self, vaddr: int) -> int:
         return _file_offset(self.loads, vaddr)
 
-    def symbol_name(self, index: int) -> str:
-        entry = self.file_offset(self.dynamic[DT_SYMTAB]) + 24 * index
-        (name_offset,) = struct.unpack_from("<I", self.data, entry)
-        start = self.file_offset(self.dynamic[DT_STRTAB]) + name_offset
-        return self.data[start : self.data.index(b"\0", start)].decode()
+    def _read(self, vaddr: int, size: int) -> bytes:
+        with open(self.path, "rb") as f:
+            return os.pread(f.fileno(), size, self.file_offset(vaddr))
 
     def plt_slot(self, symbol: str) -> int | None:
         """Offset of the lazily bound slot through which the library calls `symbol`, if it has one."""
         plt = self.plt_relocations
+        if not len(plt.offsets):
+            return None
+        # Symbol table entries are 24 bytes, their name's offset in the string table first.
+        symbols = self._read(self.dynamic[DT_SYMTAB], 24 * (int(plt.symbols.max()) + 1))
+        strings = self._read(self.dynamic[DT_STRTAB], self.dynamic[DT_STRSZ])
+        wanted = symbol.encode() + b"\0"
         for offset, kind, index in zip(plt.offsets.tolist(), plt.types.tolist(), plt.symbols.tolist()):
-            if kind == R_X86_64_JUMP_SLOT and self.symbol_name(index) == symbol:
+            (name,) = struct.unpack_from("<I", symbols, 24 * index)
+            if kind == R_X86_64_JUMP_SLOT and strings[name : name + len(wanted)] == wanted:
                 return offset
         return None
 
@@ -100,8 +106,7 @@ class ElfLayout:
         if segment is None:
             raise UnsupportedElf(f"[{start:#x}, {end:#x}) is not inside one segment")
         in_file = max(0, min(end, segment.vaddr + segment.filesz) - start)
-        offset = segment.offset + start - segment.vaddr
-        return self.data[offset : offset + in_file] + bytes(end - start - in_file)
+        return (self._read(start, in_file) if in_file else b"") + bytes(end - start - in_file)
 
 
 def _file_offset(loads: tuple[Segment, ...], vaddr: int) -> int:
@@ -111,53 +116,53 @@ def _file_offset(loads: tuple[Segment, ...], vaddr: int) -> int:
     raise UnsupportedElf(f"address {vaddr:#x} is not in the file")
 
 
-def _relocations(data: bytes, start: int, size: int) -> Relocations:
-    table = np.frombuffer(data, _RELA, count=size // _RELA.itemsize, offset=start)
-    info = table["info"]
-    return Relocations(table["offset"].copy(), (info & 0xFFFFFFFF).astype(np.uint32),
+def _relocations(table: bytes) -> Relocations:
+    entries = np.frombuffer(table, _RELA)
+    info = entries["info"]
+    return Relocations(entries["offset"].copy(), (info & 0xFFFFFFFF).astype(np.uint32),
                        (info >> np.uint64(32)).astype(np.uint32))
 
 
 def read_elf_layout(path: str) -> ElfLayout:
     """Parse the library at `path`; raises UnsupportedElf for anything but an x86-64 ELF library."""
     with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4:6] != b"\x02\x01":
-        raise UnsupportedElf(f"{path} is not a 64-bit little-endian ELF file")
-    (machine,) = struct.unpack_from("<H", data, 0x12)
-    if machine != _EM_X86_64:
-        raise UnsupportedElf(f"{path} is not an x86-64 library (machine {machine})")
-    (phoff,) = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    loads, relro, has_tls, dynamic_segment = [], None, False, None
-    for i in range(phnum):
-        p_type, flags, offset, vaddr, _, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
-        segment = Segment(vaddr, memsz, offset, filesz, flags)
-        if p_type == PT_LOAD:
-            loads.append(segment)
-        elif p_type == PT_GNU_RELRO:
-            relro = (vaddr, (vaddr + memsz + _PAGE - 1) & -_PAGE)  # the loader protects whole pages
-        elif p_type == PT_TLS:
-            has_tls = True
-        elif p_type == PT_DYNAMIC:
-            dynamic_segment = segment
-    if dynamic_segment is None:
-        raise UnsupportedElf(f"{path} has no dynamic section")
-    dynamic: dict[int, int] = {}
-    start, end = dynamic_segment.offset, dynamic_segment.offset + dynamic_segment.filesz
-    for tag, value in struct.iter_unpack("<qQ", data[start:end]):
-        if tag == DT_NULL:
-            break
-        dynamic[tag] = value
-    if dynamic.get(DT_RELAENT, _RELA.itemsize) != _RELA.itemsize:
-        raise UnsupportedElf(f"{path} has relocation entries of {dynamic[DT_RELAENT]} bytes")
-    tables = []
-    for address_tag, size_tag in ((DT_RELA, DT_RELASZ), (DT_JMPREL, DT_PLTRELSZ)):
-        if address_tag in dynamic:
-            tables.append(_relocations(data, _file_offset(tuple(loads), dynamic[address_tag]), dynamic[size_tag]))
-        else:
-            tables.append(_relocations(b"", 0, 0))
-    return ElfLayout(tuple(loads), relro, has_tls, dynamic, tables[0], tables[1], data)
+        fd = f.fileno()
+        header = os.pread(fd, 64, 0)
+        if header[:4] != b"\x7fELF" or header[4:6] != b"\x02\x01":
+            raise UnsupportedElf(f"{path} is not a 64-bit little-endian ELF file")
+        (machine,) = struct.unpack_from("<H", header, 0x12)
+        if machine != _EM_X86_64:
+            raise UnsupportedElf(f"{path} is not an x86-64 library (machine {machine})")
+        (phoff,) = struct.unpack_from("<Q", header, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+        program_headers = os.pread(fd, phentsize * phnum, phoff)
+        loads, relro, has_tls, dynamic_segment = [], None, False, None
+        for i in range(phnum):
+            p_type, flags, offset, vaddr, _, filesz, memsz, _ = struct.unpack_from("<IIQQQQQQ", program_headers, i * phentsize)
+            segment = Segment(vaddr, memsz, offset, filesz, flags)
+            if p_type == PT_LOAD:
+                loads.append(segment)
+            elif p_type == PT_GNU_RELRO:
+                relro = (vaddr, (vaddr + memsz + _PAGE - 1) & -_PAGE)  # the loader protects whole pages
+            elif p_type == PT_TLS:
+                has_tls = True
+            elif p_type == PT_DYNAMIC:
+                dynamic_segment = segment
+        if dynamic_segment is None:
+            raise UnsupportedElf(f"{path} has no dynamic section")
+        dynamic: dict[int, int] = {}
+        for tag, value in struct.iter_unpack("<qQ", os.pread(fd, dynamic_segment.filesz, dynamic_segment.offset)):
+            if tag == DT_NULL:
+                break
+            dynamic[tag] = value
+        if dynamic.get(DT_RELAENT, _RELA.itemsize) != _RELA.itemsize:
+            raise UnsupportedElf(f"{path} has relocation entries of {dynamic[DT_RELAENT]} bytes")
+        tables = []
+        for address_tag, size_tag in ((DT_RELA, DT_RELASZ), (DT_JMPREL, DT_PLTRELSZ)):
+            present = address_tag in dynamic
+            table = os.pread(fd, dynamic[size_tag], _file_offset(tuple(loads), dynamic[address_tag])) if present else b""
+            tables.append(_relocations(table))
+    return ElfLayout(tuple(loads), relro, has_tls, dynamic, tables[0], tables[1], path)
 
 
 def subtract(ranges: list[tuple[int, int]], cut: tuple[int, int]) -> list[tuple[int, int]]:

@@ -23,20 +23,21 @@ files are NLE's nle_end's business, which runs as before. Tests compare trajecto
 resets with stock NLE, check that nothing of a played game survives into the next, and that memory
 stays flat over thousands of resets.
 
-Only environments that opt in (`env.fast_reset`) are affected: a dlclose outside their reset (when
-the environment is closed) is a real one, and other NLE instances in the process load and unload as
-before. Each kept copy costs the 2,390 words the loader relocated in its data (19 kB); the recorded
-file bytes (300 kB) are one object for all copies.
+Only the resets of environments that opt in (`env.fast_reset`) are intercepted: the slots point at
+the hooks for the duration of such a reset alone, so closing an environment unloads its copy and
+other NLE instances in the process load and unload as before. Each kept copy costs the 2,390 words
+the loader relocated in its data (19 kB); the recorded file bytes (300 kB) are one object for all
+copies.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
 import struct
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from types import TracebackType
 
 import numpy as np
 from nle import _pynethack
@@ -59,8 +60,6 @@ from rlzoo.envs.elf_layout import (
 
 _RTLD_LAZY, _RTLD_NOLOAD = 1, 4
 _RTLD_DI_LINKMAP = 2
-_DLOPEN = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int)
-_DLCLOSE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 # The loader passes (argc, argv, environ) to initializers; those of a library ignore them.
 _VOID_FUNCTION = ctypes.CFUNCTYPE(None)
 
@@ -114,6 +113,8 @@ class _KeptCopy:
         self.words, self.relocated_index, self.relocated = self._relocated_words(layout, ranges)
         self.initializers = self._functions(layout, DT_INIT, DT_INIT_ARRAY, DT_INIT_ARRAYSZ, finalizers=False)
         self.finalizers = self._functions(layout, DT_FINI, DT_FINI_ARRAY, DT_FINI_ARRAYSZ, finalizers=True)
+        # Loaded: memory as the loader left it, every initializer run, no finalizer yet.
+        self.restored, self.initialized, self.finalized = True, len(self.initializers), 0
 
     def _relocated_words(self, layout: ElfLayout, ranges: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
         """A view of the words from the first to the last one the loader relocated in `ranges`, the
@@ -146,31 +147,51 @@ class _KeptCopy:
         pointers = in_array[::-1] + alone if finalizers else alone + in_array
         return [_VOID_FUNCTION(pointer) for pointer in pointers]
 
+    # unload() and load() can be cut short by a signal handler's exception and called again: each
+    # finalizer and initializer runs once per cycle, counted before it is called.
     def unload(self) -> None:
         """What dlclose does to the library's memory, short of unmapping it: run its finalizers,
         which destroy its C++ statics (freeing what they own)."""
-        for finalizer in self.finalizers:
+        while self.finalized < len(self.finalizers):
+            finalizer = self.finalizers[self.finalized]
+            self.finalized += 1
             finalizer()
+        self.restored, self.initialized = False, 0
 
     def load(self) -> None:
         """What dlopen does to the library's memory, short of mapping it: the bytes the loader
         wrote, then the initializers, which construct the C++ statics again."""
-        for address, image in self.images:
-            ctypes.memmove(address, image, len(image))
-        self.words[self.relocated_index] = self.relocated
-        for initializer in self.initializers:
+        if not self.restored:
+            for address, image in self.images:
+                ctypes.memmove(address, image, len(image))
+            self.words[self.relocated_index] = self.relocated
+            self.restored = True
+        while self.initialized < len(self.initializers):
+            initializer = self.initializers[self.initialized]
+            self.initialized += 1
             initializer()
+        self.finalized = 0
 
 
 _images: dict[bytes, bytes] = {}
 
 
 class _LoaderHooks:
-    """Routes the dlopen and dlclose calls of NLE's Python extension through `dlopen` and `dlclose`
-    below. They run inside NLE's C code: an exception must not escape them (NLE would get a failed
-    call and exit the process), so any error falls back to the real call."""
+    """Points the slots through which NLE's Python extension calls dlopen and dlclose at the hooks
+    below, for the duration of one fast reset.
+
+    NLE calls the hooks from C, and an exception must not make such a call fail: NLE would exit the
+    process. A signal handler can raise at any point of Python code, the first line of a hook
+    included (a Ctrl-C; rlzoo's step timeout, a SIGALRM); so the hooks are cffi callbacks, whose
+    `onerror` still returns a result: it holds the exception until the reset is over and runs the
+    hook again (close_copy and open_copy pick up where they were cut short). An exception that keeps
+    coming back (an error of this module) turns fast resets off and the call falls back to the real
+    one.
+    """
 
     def __init__(self) -> None:
+        import cffi
+
         self.libc = _libc()
         path = _pynethack.__file__
         layout = read_elf_layout(path)
@@ -187,65 +208,86 @@ class _LoaderHooks:
             if offset is None or not any(start <= offset < end for start, end in layout.writable_ranges()):
                 raise _Unsupported(f"NLE's extension has no writable slot for {name}")
             self.slots[name] = ctypes.c_uint64.from_address(base + offset)
+        self.ffi = ffi = cffi.FFI()
+        # Kept alive here: the slots point at them during resets.
+        self.callbacks = {
+            "dlopen": ffi.callback("void *(char *, int)", self._dlopen, onerror=self._dlopen_again),
+            "dlclose": ffi.callback("int(void *)", self._dlclose, onerror=self._dlclose_again),
+        }
+        self.hooked = {name: int(ffi.cast("uintptr_t", callback)) for name, callback in self.callbacks.items()}
         self.originals = {name: slot.value for name, slot in self.slots.items()}
-        # Kept alive here: the slots point at them.
-        self.callbacks = {"dlopen": _DLOPEN(self.dlopen), "dlclose": _DLCLOSE(self.dlclose)}
-        for name, slot in self.slots.items():
-            slot.value = ctypes.cast(self.callbacks[name], ctypes.c_void_p).value
-        # Before the interpreter tears down, NLE gets its own dlopen and dlclose back: an environment
-        # closed during teardown then unloads its copy without calling into Python.
-        atexit.register(self.remove)
+        self.resetting: FastReset | None = None  # None: the hooks pass every call on
 
-    def remove(self) -> None:
-        for name, slot in self.slots.items():
-            slot.value = self.originals[name]
+    @contextlib.contextmanager
+    def routing(self, resetting: FastReset) -> Iterator[None]:
+        self.resetting = resetting
+        try:
+            for name, slot in self.slots.items():
+                slot.value = self.hooked[name]
+            yield
+        finally:
+            self._unhook(resetting)
 
-    def dlclose(self, handle: int) -> int:
-        path, copy = _kept.get(handle, (None, None))
-        if copy is not None and path in _resetting:
+    def _unhook(self, resetting: FastReset) -> None:
+        """Give NLE its dlopen and dlclose back, even if a signal handler raises meanwhile."""
+        for _ in range(_ATTEMPTS):
             try:
-                copy.unload()
-                _unloaded[path] = copy
-                return 0
-            except Exception as err:  # noqa: BLE001
-                _disable(err)
-        _kept.pop(handle, None)
-        return self.libc.dlclose(handle)
+                for name, slot in self.slots.items():
+                    slot.value = self.originals[name]
+                self.resetting = None
+                return
+            except BaseException as err:  # noqa: BLE001
+                resetting.hold(err)
 
-    def dlopen(self, path: bytes | None, flags: int) -> int | None:
-        copy = _unloaded.get(path) if path is not None else None
-        if copy is not None:
-            if flags & _RTLD_NOLOAD:  # NLE checks that its copy is gone before loading it
-                return None
-            del _unloaded[path]
+    def _dlclose(self, handle: object) -> int:
+        address = int(self.ffi.cast("uintptr_t", handle))
+        resetting = self.resetting
+        if resetting is not None and resetting.close_copy(address):
+            return 0
+        return self.libc.dlclose(address)
+
+    def _dlopen(self, path: object, flags: int) -> object:
+        name = self.ffi.string(path) if path != self.ffi.NULL else None
+        resetting = self.resetting
+        if resetting is not None and name == resetting.path:
+            return self.ffi.cast("void *", resetting.open_copy(flags) or 0)
+        return self.ffi.cast("void *", self.libc.dlopen(name, flags) or 0)
+
+    def _dlclose_again(self, _type: type, err: BaseException, traceback: TracebackType) -> int:
+        handle = traceback.tb_frame.f_locals["handle"]  # the hook's own frame: its arguments
+        real = lambda: self.libc.dlclose(int(self.ffi.cast("uintptr_t", handle)))
+        return self._again(err, lambda: self._dlclose(handle), real, unload_copy=False)
+
+    def _dlopen_again(self, _type: type, err: BaseException, traceback: TracebackType) -> object:
+        path, flags = traceback.tb_frame.f_locals["path"], traceback.tb_frame.f_locals["flags"]
+        real = lambda: self.ffi.cast("void *", self.libc.dlopen(self.ffi.string(path), flags) or 0)
+        return self._again(err, lambda: self._dlopen(path, flags), real, unload_copy=True)
+
+    def _again(self, err: BaseException, hook: Callable[[], object], real: Callable[[], object],
+               unload_copy: bool) -> object:
+        """The result of the hook cut short by `err`, run again; if it keeps failing, give up and
+        make the real call."""
+        resetting = self.resetting
+        for failure in range(_ATTEMPTS + 1):
+            if resetting is not None:
+                resetting.hold(err)
+            if failure == _ATTEMPTS:
+                break
             try:
-                copy.load()
-                _resetting[path].reloaded = False
-                return copy.handle
-            except Exception as err:  # noqa: BLE001
-                _disable(err)
-                _kept.pop(copy.handle, None)
-                self.libc.dlclose(copy.handle)
-        handle = self.libc.dlopen(path, flags)
-        resetting = _resetting.get(path) if path is not None else None
-        if handle and not flags & _RTLD_NOLOAD and resetting is not None:
-            resetting.reloaded = True
-            if not _disabled:
-                try:
-                    _kept[handle] = (path, _KeptCopy(self.libc, path, handle))
-                except Exception as err:  # noqa: BLE001
-                    _disable(err)
-        return handle
+                return hook()
+            except BaseException as again:  # noqa: BLE001
+                err = again
+        if resetting is not None:
+            resetting.give_up(unload_copy)
+        return real()
 
 
+_ATTEMPTS = 3
 _hooks: _LoaderHooks | None = None
 _disabled = sys.platform != "linux"
-_kept: dict[int, tuple[bytes, _KeptCopy]] = {}  # handle -> (path, copy), for copies loaded in a reset
-_unloaded: dict[bytes, _KeptCopy] = {}  # path -> copy, between the dlclose and dlopen of a reset
-_resetting: dict[bytes, FastReset] = {}  # path -> the environment whose reset is running
 
 
-def _disable(err: Exception) -> None:
+def _disable(err: BaseException) -> None:
     global _disabled
     if not _disabled:
         _disabled = True
@@ -259,22 +301,77 @@ class FastReset:
     def __init__(self, dlpath: str) -> None:
         global _hooks
         self.path = dlpath.encode()
+        self.copy: _KeptCopy | None = None
+        self.unloaded = False  # between NLE's dlclose and dlopen of the copy
         self.reloaded = True  # whether the last reset loaded the library anew
+        self.held: BaseException | None = None
         if _hooks is None and not _disabled:
             try:
                 _hooks = _LoaderHooks()
-            except (AttributeError, OSError, ValueError, struct.error, _Unsupported) as err:
+            except (AttributeError, ImportError, OSError, ValueError, struct.error, _Unsupported) as err:
                 _disable(err)
 
     @contextlib.contextmanager
     def resetting(self) -> Iterator[None]:
         """Run the game's reset inside this: it ends the game and starts the next on the same copy."""
-        if _disabled:
-            self.reloaded = True
+        self.reloaded, self.held = True, None
+        if _disabled or _hooks is None:
+            self.copy = None  # NLE unloads it in this reset
             yield
             return
-        _resetting[self.path] = self
-        try:
+        with _hooks.routing(self):
             yield
-        finally:
-            del _resetting[self.path]
+        if self.held is not None:
+            err, self.held = self.held, None
+            raise err
+
+    def close_copy(self, handle: int) -> bool:
+        """NLE's dlclose of `handle`: True if it was the kept copy, now unloaded in place."""
+        copy = self.copy
+        if copy is None or copy.handle != handle:
+            return False
+        if _load_base(_hooks.libc, handle) != copy.base:  # reloaded elsewhere outside a fast reset
+            self.copy = None
+            return False
+        self.unloaded = True
+        copy.unload()
+        return True
+
+    def open_copy(self, flags: int) -> int | None:
+        """NLE's dlopen of this game's library."""
+        copy = self.copy
+        if flags & _RTLD_NOLOAD:  # NLE checks that its copy is gone before loading it
+            if copy is None:
+                return _hooks.libc.dlopen(self.path, flags)
+            if not self.unloaded:  # a signal handler's exception cut NLE's dlclose call short
+                self.close_copy(copy.handle)
+            return None
+        if copy is not None:
+            copy.load()
+            self.unloaded = self.reloaded = False
+            return copy.handle
+        # The first load. An attempt cut short by a signal may have loaded it already: a lookup finds
+        # it then (and counts a reference, given back at once).
+        handle = _hooks.libc.dlopen(self.path, flags | _RTLD_NOLOAD)
+        if handle:
+            _hooks.libc.dlclose(handle)
+        else:
+            handle = _hooks.libc.dlopen(self.path, flags)
+        if handle and not _disabled:
+            try:
+                self.copy = _KeptCopy(_hooks.libc, self.path, handle)
+            except (_Unsupported, ValueError, struct.error) as err:
+                _disable(err)
+        return handle
+
+    def hold(self, err: BaseException) -> None:
+        """Keep the first exception raised inside NLE's reset, to raise it once the reset is over."""
+        self.held = self.held or err
+
+    def give_up(self, unload_copy: bool) -> None:
+        """Stop keeping copies (NLE reloads from now on); unload this game's copy for real if NLE
+        already closed it."""
+        _disable(self.held or RuntimeError("repeated errors during a reset"))
+        copy, self.copy = self.copy, None
+        if unload_copy and copy is not None and self.unloaded:
+            _hooks.libc.dlclose(copy.handle)
