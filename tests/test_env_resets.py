@@ -57,8 +57,10 @@ def test_layout_of_nethack_library():
     assert ((types == R_X86_64_RELATIVE).sum(), (types == R_X86_64_64).sum()) == (5272, 399)
     assert layout.function_array(DT_INIT_ARRAY, DT_INIT_ARRAYSZ) == (0x2F6228, 2)
     assert layout.dynamic[DT_INIT] == 0x50000
-    loaded = layout.loaded_bytes(0x34F000, 0x34F700)  # the end of .bss
-    assert loaded == bytes(0x700)
+    assert layout.loaded_bytes(0x34F000, 0x34F700) == bytes(0x700)  # the end of .bss
+    with open(NLE_LIBRARY, "rb") as f:  # .data starts at 0x305640, from file offset 0x304640
+        f.seek(0x304640)
+        assert layout.loaded_bytes(0x305640, 0x305680) == f.read(0x40)
     extension = read_elf_layout(_pynethack.__file__)
     assert (extension.plt_slot("dlopen"), extension.plt_slot("dlclose")) == (0x94828, 0x944A8)
     assert extension.plt_slot("no_such_function") is None
