@@ -30,6 +30,7 @@ def fix_minigrid_kwargs(task_kwargs: dict[str, Any]) -> dict[str, Any]:
     minigrid_id = task_kwargs.get("env_name")
     if minigrid_id is None:
         return task_kwargs
+    import minigrid  # noqa: F401  (registers the MiniGrid-* ids; MiniHack imports it only when building)
     original = gymnasium.spec(minigrid_id)
     if original.entry_point != _CROSSING_ENTRY_POINT:
         return task_kwargs

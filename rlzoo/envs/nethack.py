@@ -1,6 +1,7 @@
 """NetHack (NLE tasks) and MiniHack environments: observation buffers, seeding, episode stats."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import warnings
@@ -14,6 +15,7 @@ from nle import nethack
 from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
+from rlzoo.envs.fast_reset import FastReset
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
@@ -199,6 +201,7 @@ class NetHackEnv:
             minigrid_env.reset(seed=int(rng.integers(2**31)))
         self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
         self.share_code = cfg["share_nethack_code"]
+        self.fast_reset = FastReset(self.env.nethack.dlpath) if cfg["fast_reset"] else None
         self.crop = AgentCrop()
         self.tty_obs: dict[str, np.ndarray] | None = None
         self._new_episode_stats()
@@ -215,10 +218,12 @@ class NetHackEnv:
             # NLE's own seed(), not the subclass's: MiniHack's MiniGrid tasks override it with a
             # call that gymnasium-era MiniGrid envs no longer have (their generator is seeded above).
             NLE.seed(self.env, core, disp, reseed=False)
-        obs, _ = self.env.reset()
+        with self.fast_reset.resetting() if self.fast_reset else contextlib.nullcontext():
+            obs, _ = self.env.reset()
         if self.recorder is not None:
             self.recorder.episode_started()
-        if self.share_code:  # the reset loaded a fresh private copy of the game's code
+        reloaded = self.fast_reset is None or self.fast_reset.reloaded
+        if self.share_code and reloaded:  # the reset loaded a fresh private copy of the game's code
             share_nethack_code(self.env.nethack.dlpath)
         self._new_episode_stats()
         return obs

@@ -138,7 +138,7 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
     if family in ("nethack", "minihack"):
         _check_int(cfg, "max_episode_steps", 1, allow_none=True)
-        for key in ("fix_moon_phase", "share_nethack_code"):
+        for key in ("fix_moon_phase", "share_nethack_code", "fast_reset"):
             if not isinstance(cfg[key], bool):
                 raise ValueError(f"env.{key} must be true or false, got {cfg[key]!r}")
         if cfg["observation"] not in NETHACK_OBSERVATIONS:
