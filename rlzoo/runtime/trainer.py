@@ -247,7 +247,7 @@ def record_attempt(run_dir: Path) -> None:
 
 
 # Settings that change how fast a run goes, never what it computes: a resumed run may change them.
-_SPEED_ONLY_KEYS = {"env": {"share_nethack_code"}}
+_SPEED_ONLY_KEYS = {"env": {"share_nethack_code", "fast_reset"}}
 
 
 def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None:
