@@ -109,6 +109,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "algo.entropy_cost", min_value=0)
     check_number(cfg, "algo.baseline_cost", min_value=0)
     check_choice(cfg, "algo.reward_clip", ["abs_one", "none"])
+    check_choice(cfg, "algo.loss_reduction", ["sum", "time_sum_batch_mean"])
     check_number(cfg, "algo.grad_norm_clip", min_value=0)
     for key in ("algo.rho_bar", "algo.c_bar", "algo.pg_rho_bar"):
         check_number(cfg, key, min_value=0, min_inclusive=False)

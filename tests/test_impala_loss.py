@@ -6,6 +6,7 @@ import torch
 
 from rlzoo.algos.impala import ImpalaSettings, impala_loss
 from rlzoo.algos.rewards import RewardMix, reward_streams
+from rlzoo.config import load_config
 
 pytestmark = pytest.mark.unit
 
@@ -102,7 +103,8 @@ def test_motif_reward_is_a_hundredth_of_the_game_reward_plus_a_tenth_of_the_moti
     def reference(r_ext: float, r_int: float) -> float:
         return 0.1 * min(max(0.1 * r_ext, -10.0), 10.0) + 0.1 * r_int
 
-    mix = RewardMix(extrinsic_coef=0.1, intrinsic_coef=0.1, extrinsic_scale=0.1, extrinsic_clip=10.0, clip_total=False)
+    cfg = load_config(["bonus=motif"])
+    mix = RewardMix.from_config(cfg.algo, cfg.bonus)  # bonus=motif's defaults
     extrinsic, intrinsic = torch.tensor([[20.0], [500.0], [-3.0]]), torch.tensor([[4.0], [0.0], [12.0]])
     rewards = reward_streams(extrinsic, intrinsic, torch.zeros(3, 1, dtype=torch.bool), mix)[0].rewards
     expected = [reference(20.0, 4.0), reference(500.0, 0.0), reference(-3.0, 12.0)]  # 0.6, 1.0, 1.17
@@ -110,7 +112,8 @@ def test_motif_reward_is_a_hundredth_of_the_game_reward_plus_a_tenth_of_the_moti
 
 
 def test_oni_clips_the_raw_game_reward_to_ten_and_leaves_the_sum_unclipped():
-    mix = RewardMix(extrinsic_coef=0.1, intrinsic_coef=0.4, extrinsic_clip=10.0, clip_total=False)
+    cfg = load_config(["bonus=oni"])
+    mix = RewardMix.from_config(cfg.algo, cfg.bonus)  # bonus=oni's defaults
     rewards = reward_streams(torch.tensor([[50.0], [4.0]]), torch.tensor([[1.0], [3.0]]),
                              torch.zeros(2, 1, dtype=torch.bool), mix)[0].rewards
     assert rewards[:, 0].tolist() == pytest.approx([0.1 * 10 + 0.4 * 1, 0.1 * 4 + 0.4 * 3])

@@ -79,6 +79,9 @@ class E3BBonus(Bonus):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [*self.encoder.parameters(), *self.inverse_dynamics.parameters()]
 
+    def clip_groups(self) -> list[list[torch.nn.Parameter]]:
+        return [list(self.encoder.parameters()), list(self.inverse_dynamics.parameters())]
+
     def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
         with self.network_autocast():

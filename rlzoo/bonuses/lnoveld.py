@@ -3,9 +3,9 @@ the state plus λ_l times NovelD over the language of the state, here the NetHac
 
     r = NovelD(s, s′) + λ_l · max(e_l(l′) − α·e_l(l), 0) · 1[N_ep(l′) = 1] · 1[l′ is not empty]
 
-e_l is the error of a second RND pair whose networks read the message (a character CNN, then an MLP;
-the predictor has two more hidden layers than its fixed random target). A message is new once per
-episode; a step without a message carries no language novelty. Deviations: docs/fidelity.md.
+e_l is the error of a second RND pair of NovelD's kind reading the message: a frozen random character
+CNN, then NovelD's target and predictor MLPs. A message is new once per episode; a step without a
+message carries no language novelty. Deviations: docs/fidelity.md.
 """
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from torch import nn
 
 from rlzoo.bonuses.common.base import BatchContext, cfg_get, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, state_hashes
-from rlzoo.bonuses.common.encoders import mlp_head
+from rlzoo.bonuses.common.encoders import NOVELD_PREDICTOR_WIDTHS, NOVELD_TARGET_WIDTHS, mlp
 from rlzoo.bonuses.noveld import NovelDBonus, noveld_reward
-from rlzoo.bonuses.rnd import predictor_loss
 from rlzoo.models.nethack_net import MessageCharCNN
 from rlzoo.unroll import Batch
 
@@ -46,24 +45,25 @@ FORMULA_CASES = [
 
 
 class MessageRND(nn.Module):
-    """A fixed random target and a trained predictor over the message; forward gives f̂(l) − f(l)."""
+    """NovelD's RND over the message: a frozen random character CNN, a fixed random target MLP and a
+    trained predictor MLP; forward gives ĝ(f(l)) − g(f(l))."""
 
-    def __init__(self, out_dim: int, hidden: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.target_trunk = MessageCharCNN(MESSAGE_EMBEDDING, MESSAGE_FEATURES)
-        self.target_head = mlp_head(MESSAGE_FEATURES, out_dim, hidden, layers=0)
-        self.predictor_trunk = MessageCharCNN(MESSAGE_EMBEDDING, MESSAGE_FEATURES)
-        self.predictor_head = mlp_head(MESSAGE_FEATURES, out_dim, hidden, layers=2)
-        for p in [*self.target_trunk.parameters(), *self.target_head.parameters()]:
+        self.encoder = MessageCharCNN(MESSAGE_EMBEDDING, MESSAGE_FEATURES)
+        self.target = mlp(MESSAGE_FEATURES, NOVELD_TARGET_WIDTHS)
+        self.predictor = mlp(MESSAGE_FEATURES, NOVELD_PREDICTOR_WIDTHS)
+        for p in [*self.encoder.parameters(), *self.target.parameters()]:
             p.requires_grad_(False)
 
     def predictor_parameters(self) -> list[nn.Parameter]:
-        return [*self.predictor_trunk.parameters(), *self.predictor_head.parameters()]
+        return list(self.predictor.parameters())
 
     def forward(self, messages: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self.target_head(self.target_trunk(messages))
-        return self.predictor_head(self.predictor_trunk(messages)) - target
+            features = self.encoder(messages).float()
+        with torch.autocast(features.device.type, enabled=False):
+            return self.predictor(features) - self.target(features)
 
 
 @register_bonus("lnoveld")
@@ -76,7 +76,7 @@ class LNovelDBonus(NovelDBonus):
         if self.language_coef < 0:
             raise ValueError(f"bonus.language_coef={self.language_coef} must be non-negative")
         self.message_counts = EpisodicCounts(num_envs)
-        self.language_rnd = MessageRND(cfg_get(cfg, "out_dim", int), cfg_get(cfg, "hidden", int))
+        self.language_rnd = MessageRND()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*super().trainable_parameters(), *self.language_rnd.predictor_parameters()]
@@ -86,19 +86,18 @@ class LNovelDBonus(NovelDBonus):
         messages = batch.obs["message"].to(self.device)
         steps, cols = ctx.dones.shape
         with self.network_autocast():
-            diff = self.language_rnd(messages.reshape(-1, messages.shape[-1])).float().view(steps + 1, cols, -1)
+            error = self.language_rnd(messages.reshape(-1, messages.shape[-1])).view(steps + 1, cols, -1).norm(dim=-1)
         counts = self.message_counts.visit(state_hashes({"message": messages}, "message"), ctx)
         first_message = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)
         has_message = (messages[1:, :, 0] != 0).float()
-        reward = lnoveld_reward(state_reward, diff.detach().norm(dim=-1), self.alpha, first_message, has_message,
+        reward = lnoveld_reward(state_reward, error.detach(), self.alpha, first_message, has_message,
                                 self.language_coef)
         # The language predictor trains on the new observations' messages, those that say something.
-        language_error = diff[1:].square().mean(-1)[has_message.bool()]
-        return reward, (state_aux, language_error)
+        return reward, (state_aux, error[1:][has_message.bool()])
 
     def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
         state_aux, language_error = aux
         losses = super().losses(batch, state_aux)
         if language_error.numel():
-            losses["lnoveld_language_predictor"] = predictor_loss(language_error, self.update_proportion)
+            losses["lnoveld_language_predictor"] = language_error.mean()
         return losses

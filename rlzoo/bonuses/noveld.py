@@ -1,7 +1,8 @@
-"""NovelD (Zhang et al. 2021): max(e(s′) − α·e(s), 0) · 1[N_ep(s′) = 1], with e(s) = ‖f̂(s) − f(s)‖₂
-the error of an RND predictor against its fixed random target. As the global factor of a
-global × episodic product the first-visit mask is left out (`first_visit_mask: false`), as in the
-reference code of Henaff, Jiang & Raileanu (2023), where the episodic factor already plays its part."""
+"""NovelD (Zhang et al. 2021): max(e(s′) − α·e(s), 0) · 1[N_ep(s′) = 1], with e(s) = ‖ĝ(f(s)) − g(f(s))‖₂
+the error of an RND predictor ĝ against a fixed random target g, both reading a frozen random encoder f
+(the references' network; `FrozenEncoderRND`). As the global factor of a global × episodic product the
+first-visit mask is left out (`first_visit_mask: false`) and α = 0 gives the 2023 study's "E3B × RND".
+Reference settings and deviations: docs/fidelity.md."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, check_state_key, state_hashes
-from rlzoo.bonuses.rnd import build_rnd_network, predictor_loss
+from rlzoo.bonuses.common.encoders import FrozenEncoderRND
 from rlzoo.unroll import Batch
 
 
@@ -34,31 +35,25 @@ class NovelDBonus(Bonus):
         self.alpha = cfg_get(cfg, "alpha", float)
         if self.alpha < 0:
             raise ValueError(f"bonus.alpha={self.alpha} must be non-negative")
-        self.update_proportion = cfg_get(cfg, "update_proportion", float)
-        if not 0.0 < self.update_proportion <= 1.0:
-            raise ValueError(f"bonus.update_proportion={self.update_proportion} must lie in (0, 1]")
         self.first_visit_mask = cfg_get(cfg, "first_visit_mask", bool)
-        self.state_key = cfg_get(cfg, "state_key", str)
-        check_state_key(self.state_key, spec.family)
+        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec.family)
         self.episodic_counts = EpisodicCounts(num_envs)
-        self.rnd = build_rnd_network(self)
+        self.rnd = FrozenEncoderRND(model_cfg, spec)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self.rnd.predictor_parameters()
 
     def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape
-        self.rnd.observe(flat_obs(batch.obs, start=1))  # obs[0] was observed as the previous obs[T]
         with self.network_autocast():
-            diff = self.rnd(flat_obs(batch.obs)).view(steps + 1, cols, -1)
-        novelty = diff.detach().norm(dim=-1)
+            error = self.rnd(flat_obs(batch.obs)).view(steps + 1, cols, -1).norm(dim=-1)
         if self.first_visit_mask:
             counts = self.episodic_counts.visit(state_hashes(batch.obs, self.state_key), ctx)
             first_visit = torch.as_tensor(counts == 1, dtype=torch.float32, device=self.device)
         else:
             first_visit = torch.ones(steps, cols, device=self.device)
-        # The predictor trains on the new observations obs[1:] only.
-        return noveld_reward(novelty, self.alpha, first_visit), diff[1:].square().mean(-1)
+        return noveld_reward(error.detach(), self.alpha, first_visit), error[1:]
 
     def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
-        return {"noveld_predictor": predictor_loss(aux, self.update_proportion)}
+        # The references train the predictor on the new observations, the mean L2 error (not squared).
+        return {"noveld_predictor": aux.mean()}

@@ -8,7 +8,7 @@ import torch
 
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, check_state_key, state_hashes
-from rlzoo.bonuses.common.dynamics import ForwardDynamics, InverseDynamics
+from rlzoo.bonuses.common.dynamics import FORWARD_LOSSES, ForwardDynamics, InverseDynamics
 from rlzoo.bonuses.common.encoders import build_embedding
 from rlzoo.unroll import Batch
 
@@ -34,15 +34,19 @@ class RIDEBonus(Bonus):
             "ride_forward_dynamics": cfg_get(cfg, "forward_loss_coef", float),
             "ride_inverse_dynamics": cfg_get(cfg, "inverse_loss_coef", float),
         }
-        self.state_key = cfg_get(cfg, "state_key", str)
-        check_state_key(self.state_key, spec.family)
+        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec.family)
         self.episodic_counts = EpisodicCounts(num_envs)
         self.encoder, dim = build_embedding(model_cfg, spec)
-        self.forward_dynamics = ForwardDynamics(dim, self.num_actions)
+        # The reference's forward model is as wide as φ (1024 on MiniHack).
+        self.forward_dynamics = ForwardDynamics(dim, self.num_actions, hidden=dim,
+                                                loss=cfg_get(cfg, "forward_loss", str, FORWARD_LOSSES))
         self.inverse_dynamics = InverseDynamics(dim, self.num_actions)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [*self.encoder.parameters(), *self.forward_dynamics.parameters(), *self.inverse_dynamics.parameters()]
+
+    def clip_groups(self) -> list[list[torch.nn.Parameter]]:
+        return [list(m.parameters()) for m in (self.encoder, self.forward_dynamics, self.inverse_dynamics)]
 
     def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
         steps, cols = ctx.dones.shape

@@ -1,6 +1,10 @@
-"""RND (Burda et al. 2018): bonus = ‖f̂(s′) − f(s′)‖² / k, the predictor's mean squared error on the
-next observation against a fixed random target, with observation whitening; the learner combines it
-with the intrinsic-return normalisation and the separate non-episodic value head of `rnd.yaml`."""
+"""RND (Burda et al. 2018): the error of a trained predictor against a fixed random target on the next
+observation. Two variants (`bonus.variant`):
+- `burda`: the paper's — whitened observations, bonus = ‖f̂(s′) − f(s′)‖² / k (mean squared error),
+  with the intrinsic-return normalisation and separate non-episodic value head of `rnd.yaml`;
+- `e3b_minihack`: the RND baseline of the E3B MiniHack sweep — target and predictor are full
+  policy-style torsos on raw observations, bonus = ‖f̂(s′) − f(s′)‖₂, loss Σ_t mean_b (`rnd_minihack.yaml`).
+Deviations from the references: docs/fidelity.md."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,19 +12,11 @@ from typing import Any
 import torch
 
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
-from rlzoo.bonuses.common.encoders import RandomNetworkDistillation
+from rlzoo.bonuses.common.dynamics import time_sum_batch_mean
+from rlzoo.bonuses.common.encoders import RandomNetworkDistillation, TorsoRND
 from rlzoo.unroll import Batch
 
-
-def build_rnd_network(bonus: Bonus) -> RandomNetworkDistillation:
-    """The target/predictor pair configured by `bonus.out_dim`, `bonus.hidden`, `bonus.obs_clip`."""
-    out_dim = cfg_get(bonus.cfg, "out_dim", int)
-    hidden = cfg_get(bonus.cfg, "hidden", int)
-    obs_clip = cfg_get(bonus.cfg, "obs_clip", float)
-    if min(out_dim, hidden) <= 0 or obs_clip <= 0:
-        raise ValueError("bonus.out_dim, bonus.hidden and bonus.obs_clip must be positive")
-    use_full_map = bool(bonus.model_cfg.get("use_full_map", False))
-    return RandomNetworkDistillation(bonus.spec, out_dim, hidden, obs_clip, use_full_map)
+VARIANTS = ("burda", "e3b_minihack")
 
 
 def predictor_loss(sq_error: torch.Tensor, proportion: float) -> torch.Tensor:
@@ -36,10 +32,19 @@ def predictor_loss(sq_error: torch.Tensor, proportion: float) -> torch.Tensor:
 class RNDBonus(Bonus):
     def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
         super().__init__(cfg, spec, model_cfg, num_envs, device)
+        self.variant = cfg_get(cfg, "variant", str, VARIANTS)
         self.update_proportion = cfg_get(cfg, "update_proportion", float)
         if not 0.0 < self.update_proportion <= 1.0:
             raise ValueError(f"bonus.update_proportion={self.update_proportion} must lie in (0, 1]")
-        self.rnd = build_rnd_network(self)
+        if self.variant == "burda":
+            out_dim, hidden = cfg_get(cfg, "out_dim", int), cfg_get(cfg, "hidden", int)
+            obs_clip = cfg_get(cfg, "obs_clip", float)
+            if min(out_dim, hidden) <= 0 or obs_clip <= 0:
+                raise ValueError("bonus.out_dim, bonus.hidden and bonus.obs_clip must be positive")
+            use_full_map = bool(model_cfg.get("use_full_map", False))
+            self.rnd: torch.nn.Module = RandomNetworkDistillation(spec, out_dim, hidden, obs_clip, use_full_map)
+        else:
+            self.rnd = TorsoRND(model_cfg, spec)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self.rnd.predictor_parameters()
@@ -49,8 +54,12 @@ class RNDBonus(Bonus):
         next_obs = flat_obs(batch.obs, start=1)
         self.rnd.observe(next_obs)
         with self.network_autocast():
-            sq_error = self.rnd(next_obs).square().mean(-1).view(steps, cols)
-        return sq_error.detach(), sq_error
+            diff = self.rnd(next_obs).float()
+        error = diff.square().mean(-1) if self.variant == "burda" else diff.norm(dim=-1)
+        error = error.view(steps, cols)
+        return error.detach(), error
 
     def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
-        return {"rnd_predictor": predictor_loss(aux, self.update_proportion)}
+        if self.variant == "burda":
+            return {"rnd_predictor": predictor_loss(aux, self.update_proportion)}
+        return {"rnd_predictor": time_sum_batch_mean(aux, torch.ones_like(aux))}

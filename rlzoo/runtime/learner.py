@@ -84,11 +84,12 @@ class Learner:
         intrinsic, bonus_training = self._bonus_reward(batch)
         try:
             # 2. The loss's gradient on this replica's share of the batch.
+            loss_scale = 1.0 / batch.num_columns if self.algo.loss_reduction == "time_sum_batch_mean" else 1.0
             if self.world_size > 1:
                 share = batch.num_columns // self.world_size
                 cols = slice(self.rank * share, (self.rank + 1) * share)
                 batch, intrinsic = batch.columns(cols), None if intrinsic is None else intrinsic[:, cols]
-            terms = self._accumulate_gradients(batch, intrinsic)
+            terms = self._accumulate_gradients(batch, intrinsic, loss_scale)
             # 3. One optimizer step on the summed gradient (skipped when it is not finite).
             metrics = self._optimizer_step(terms, env_steps)
         finally:
@@ -108,11 +109,12 @@ class Learner:
         intrinsic = self.bonus.intrinsic_reward(batch)
         return intrinsic, self._bonus_thread.submit(self.bonus.update, batch)
 
-    def _accumulate_gradients(self, batch: Batch, intrinsic: torch.Tensor | None) -> dict[str, float]:
+    def _accumulate_gradients(self, batch: Batch, intrinsic: torch.Tensor | None, loss_scale: float) -> dict[str, float]:
         """Backward of the IMPALA loss chunk by chunk of columns; returns the summed loss terms.
 
         The losses are sums over samples, so the chunks' gradients add up to the whole batch's, and a
         chunk's activations stay small enough to keep the cost per sample flat as batches grow.
+        `loss_scale` (1/B for algo.loss_reduction=time_sum_batch_mean) scales the gradient only.
         """
         self.optimizer.zero_grad(set_to_none=False)
         chunk = self.chunk_columns or batch.num_columns
@@ -125,7 +127,7 @@ class Learner:
             out = {k: v.float() for k, v in out.items()}
             loss = impala_loss(out, part.logits, part.actions, part.rewards,
                                None if intrinsic is None else intrinsic[:, cols], part.dones, self.settings, self.mix)
-            loss.total.backward()
+            (loss.total * loss_scale).backward()
             totals += torch.stack(list(loss)).detach().float().cpu()
         return dict(zip(("loss/total", "loss/policy", "loss/baseline", "loss/entropy"), totals.tolist()))
 

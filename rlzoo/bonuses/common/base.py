@@ -127,7 +127,7 @@ class Bonus(nn.Module):
 
     Common config fields (configs/bonus/common/defaults.yaml), read by the learner and validated here:
     `coef`, `extrinsic_coef`, `separate_value_head`, `int_discount`, `int_episodic`, `normalize`,
-    `extrinsic_scale`, `extrinsic_clip`, `clip_total`, `reference_batch`.
+    `extrinsic_scale`, `extrinsic_clip`, `clip_total`, `reference_batch`, `grad_norm_clip`.
     """
 
     name: ClassVar[str] = ""
@@ -168,6 +168,9 @@ class Bonus(nn.Module):
         if reference_batch < 1:
             raise ValueError(f"bonus.reference_batch={reference_batch} must be >= 1")
         self.normalizer = IntrinsicNormalizer(mode, num_envs, int_discount, int_episodic, reference_batch)
+        self.grad_norm_clip = cfg_get(cfg, "grad_norm_clip", float)
+        if self.grad_norm_clip < 0:
+            raise ValueError(f"bonus.grad_norm_clip={self.grad_norm_clip} must be >= 0 (0 = no clipping)")
         # Last unroll index seen per env id; -1 = never seen.
         self.register_buffer("last_unroll_index", torch.full((num_envs,), -1, dtype=torch.int64))
         self.optimizer: torch.optim.Optimizer | None = None  # built by create_bonus
@@ -186,6 +189,11 @@ class Bonus(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters `bonus.optimizer` trains (none by default)."""
         return []
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """Parameter groups whose gradient norms `bonus.grad_norm_clip` clips separately (the
+        references clip each network on its own); one group by default."""
+        return [self.trainable_parameters()]
 
     def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
         """Named scalar losses of the bonus's networks, summed for one optimizer step."""
@@ -257,6 +265,9 @@ class Bonus(nn.Module):
         total = torch.stack([self.loss_weights.get(key, 1.0) * loss for key, loss in losses.items()]).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.grad_norm_clip > 0:
+            for group in self.clip_groups():
+                torch.nn.utils.clip_grad_norm_(group, self.grad_norm_clip)
         self.optimizer.step()
         return {f"loss/{key}": value.item() for key, value in losses.items()}
 
@@ -270,8 +281,8 @@ class Bonus(nn.Module):
         lr = cfg_get(self.cfg, "lr", float)
         if kind == "adam":
             return torch.optim.Adam(params, lr=lr)
-        # RIDE's RMSprop settings (TorchBeast defaults).
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=0.01)
+        # The RMSprop of the RIDE / E3B reference code (α 0.99, ε 1e-5).
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
 
     def get_extra_state(self) -> dict:
         return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict()}

@@ -15,17 +15,23 @@ from torch import nn
 
 from rlzoo.bonuses.common.base import BatchContext
 
-STATE_KEYS = ("full", "glyphs", "position", "message")
-PROCGEN_STATE_KEYS = ("full",)
+STATE_KEYS = ("full", "full_with_time", "glyphs", "position", "message")
+PROCGEN_STATE_KEYS = ("full", "full_with_time")  # both the frame: pixels have no turn counter
 # blstats entries: x, y (agent position) and dungeon depth, time (turn counter).
 _BL_X, _BL_Y, _BL_DEPTH, _BL_TIME = 0, 1, 12, 20
 
 
-def check_state_key(key: str, family: str) -> None:
-    """Fail early when `bonus.state_key` does not exist for this environment family."""
+def check_state_key(key: str, family: str) -> str:
+    """The state key to count with: `key` itself, or for `auto` the agent's position on NetHack/MiniHack
+    (the count runs of Henaff, Jiang & Raileanu 2023) and the frame on Procgen. Fails early when the
+    key does not exist for this environment family."""
+    if key == "auto":
+        return "full" if family == "procgen" else "position"
     allowed = PROCGEN_STATE_KEYS if family == "procgen" else STATE_KEYS
     if key not in allowed:
-        raise ValueError(f"bonus.state_key={key!r} is not available for {family} observations; allowed: {', '.join(allowed)}")
+        raise ValueError(f"bonus.state_key={key!r} is not available for {family} observations; allowed: "
+                         f"{', '.join(['auto', *allowed])}")
+    return key
 
 
 def _key_fields(obs: dict[str, torch.Tensor], key: str) -> list[torch.Tensor]:
@@ -38,6 +44,10 @@ def _key_fields(obs: dict[str, torch.Tensor], key: str) -> list[torch.Tensor]:
     blstats = obs["blstats"]
     if key == "position":
         return [blstats[..., [_BL_X, _BL_Y, _BL_DEPTH]]]
+    if key == "full_with_time":
+        # The E3B reference's whole-observation key: with the turn counter in it nearly every step is
+        # a new state, so an episodic count is 1 almost always (what its NovelD and RIDE runs saw).
+        return [obs["glyphs"], blstats, obs["message"]]
     # The turn counter is left out of the full key: with it every step would be a new state and
     # the count bonus would be constant.
     keep = [i for i in range(blstats.shape[-1]) if i != _BL_TIME]

@@ -135,3 +135,67 @@ class RandomNetworkDistillation(nn.Module):
         with torch.autocast(whitened.device.type, enabled=False):
             target = self.target_head(target_features.float())
             return self.predictor_head[-1](predictor_hidden.float()) - target
+
+
+def mlp(in_dim: int, widths: list[int]) -> nn.Sequential:
+    """Linear layers of the given widths with ReLU between them (none after the last)."""
+    modules: list[nn.Module] = []
+    for i, width in enumerate(widths):
+        modules.append(nn.Linear(in_dim, width))
+        if i < len(widths) - 1:
+            modules.append(nn.ReLU())
+        in_dim = width
+    return nn.Sequential(*modules)
+
+
+# The NovelD reference's RND heads (also its MiniHack and global × episodic variants): a 4-layer
+# target and a larger 5-layer predictor, both 128 wide at the output.
+NOVELD_TARGET_WIDTHS = [128, 128, 128, 128]
+NOVELD_PREDICTOR_WIDTHS = [1024, 1024, 128, 128, 128]
+
+
+class FrozenEncoderRND(nn.Module):
+    """NovelD's random network distillation: a random encoder f of the policy's architecture, never
+    trained, then a fixed random target MLP g and a trained predictor MLP ĝ on f(s); `forward`
+    returns ĝ(f(s)) − g(f(s)) [N, 128]. No observation whitening, as in the references."""
+
+    def __init__(self, model_cfg: Any, spec: Any) -> None:
+        super().__init__()
+        self.encoder, dim = build_embedding(model_cfg, spec)
+        self.target = mlp(dim, NOVELD_TARGET_WIDTHS)
+        self.predictor = mlp(dim, NOVELD_PREDICTOR_WIDTHS)
+        for p in [*self.encoder.parameters(), *self.target.parameters()]:
+            p.requires_grad_(False)
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        return list(self.predictor.parameters())
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.encoder(obs).float()
+        # The novelty is a small difference of two outputs: the heads run in float32.
+        with torch.autocast(features.device.type, enabled=False):
+            return self.predictor(features) - self.target(features)
+
+
+class TorsoRND(nn.Module):
+    """The E3B MiniHack sweep's RND baseline: target and predictor are both full policy-style torsos
+    (the target random and fixed); `forward` returns f̂(s) − f(s) [N, torso.out_dim]."""
+
+    def __init__(self, model_cfg: Any, spec: Any) -> None:
+        super().__init__()
+        self.target, _ = build_embedding(model_cfg, spec)
+        self.predictor, _ = build_embedding(model_cfg, spec)
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+
+    def predictor_parameters(self) -> list[nn.Parameter]:
+        return list(self.predictor.parameters())
+
+    def observe(self, obs: dict[str, torch.Tensor]) -> None:
+        """No observation statistics: the reference feeds observations as they are."""
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.target(obs).float()
+        return self.predictor(obs).float() - target
