@@ -1,7 +1,7 @@
 """Count-based bonuses: global 1/√N(s′) or episodic (first-visit indicator 1[N_ep(s′) = 1] or 1/√N_ep(s′)).
 
-`scope: global` counts over the whole run in the learner (one table for all actors; the E3B
-reference kept one per actor process, which is not what a global count means).
+`scope: global` counts over the whole run in the learner, one table for all actors. Reference
+settings and deviations: docs/fidelity.md.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 C⁻¹ is kept per environment in the learner, starts at I/λ each episode, and after each bonus takes
 the rank-1 Sherman–Morrison step C⁻¹ ← C⁻¹ − uuᵀ/(1 + b), u = C⁻¹φ, i.e. C ← C + φφᵀ, computed a
 whole unroll at a time (`elliptical_bonuses`). φ is the policy-style torso trained only by inverse
-dynamics (pairs crossing an episode end are masked; the original reference did not mask them).
+dynamics. Reference settings and deviations: docs/fidelity.md.
 """
 from __future__ import annotations
 

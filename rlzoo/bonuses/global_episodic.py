@@ -2,7 +2,8 @@
 counts) combined with an episodic one (E3B, episodic counts), by product (default) or weighted sum.
 
 Each part is a full bonus config (`global_bonus`, `episodic_bonus`) with its own normalisation and
-networks; the combination is then normalised by this bonus's own `normalize`.
+networks; the combination is then normalised by this bonus's own `normalize`. The study's settings
+(its E3B × RND is NovelD's network with α = 0): docs/fidelity.md.
 """
 from __future__ import annotations
 

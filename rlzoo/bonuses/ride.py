@@ -1,5 +1,5 @@
 """RIDE (Raileanu & Rocktäschel 2020): ‖φ(s′) − φ(s)‖₂ / √N_ep(s′), φ trained by forward and
-inverse dynamics losses."""
+inverse dynamics losses. Reference settings and deviations: docs/fidelity.md."""
 from __future__ import annotations
 
 from typing import Any
