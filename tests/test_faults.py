@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -216,3 +217,37 @@ def test_unreachable_ray_address_fails_fast(compose, tmp_path):
 def test_more_actors_than_cpus_needs_consent(compose, tmp_path):
     with pytest.raises(ConfigError, match="allow_oversubscribe"):
         train(compose(["runtime=ray", f"runtime.num_actors={os.cpu_count() + 1}"]), tmp_path)
+
+
+@pytest.mark.unit
+def test_a_failing_environment_is_rebuilt_alone_and_the_others_keep_their_episodes(monkeypatch):
+    from rlzoo.envs import make_vec_env
+    from rlzoo.envs.nethack import NetHackEnv
+
+    env = make_vec_env({"name": "MiniHack-Corridor-R2-v0"}, 4, seed=3)
+    env.reset()
+    broken = env.envs[2]
+    real_step = NetHackEnv.step
+    calls = {"n": 0}
+
+    def step(self, action, out, i):
+        if self is broken:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise RuntimeError("the game crashed")
+        return real_step(self, action, out, i)
+
+    monkeypatch.setattr(NetHackEnv, "step", step)
+    lengths_before = None
+    with pytest.warns(UserWarning, match="environment 2 failed.*rebuilding it alone"):
+        for t in range(5):
+            if t == 4:
+                lengths_before = [e.episode_length for e in env.envs]
+            _, reward, done, _ = env.step(np.zeros(4, dtype=np.int64))
+    assert env.restarts == 1 and env.envs[2] is not broken
+    assert done[2] and reward[2] == 0.0
+    # The other three went on with their episodes: one more step each, nothing ended.
+    assert [e.episode_length for i, e in enumerate(env.envs) if i != 2] == [n + 1 for i, n in enumerate(lengths_before)
+                                                                             if i != 2]
+    assert not done[[0, 1, 3]].any()
+    env.close()

@@ -282,10 +282,14 @@ class NetHackEnv:
 def make_nethack_vec_env(
     cfg: dict[str, Any], num_envs: int, seed: int, env_id_offset: int, render: bool = False
 ) -> ListVecEnv:
-    """List-of-envs VecEnv for a validated NetHack/MiniHack config."""
+    """List-of-envs VecEnv for a validated NetHack/MiniHack config; an environment that fails is
+    rebuilt on its own with a fresh seed stream (it would otherwise replay the episode that failed)."""
     spec = nethack_spec(cfg)
-    envs = [
-        NetHackEnv(cfg, episode_seed_stream(seed, env_id_offset + i), render, env_id_offset + i)
-        for i in range(num_envs)
-    ]
-    return ListVecEnv(envs, spec)
+    builds = [0] * num_envs
+
+    def build(i: int) -> NetHackEnv:
+        stream = episode_seed_stream(seed + 1_000_003 * builds[i], env_id_offset + i)
+        builds[i] += 1
+        return NetHackEnv(cfg, stream, render, env_id_offset + i)
+
+    return ListVecEnv([build(i) for i in range(num_envs)], spec, rebuild=build)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -79,13 +80,21 @@ class SingleEnv(Protocol):
 
 class ListVecEnv(VecEnv):
     """Steps a list of single environments in turn (for NetHack/MiniHack, which have no native
-    vectorised form)."""
+    vectorised form).
 
-    def __init__(self, envs: list[SingleEnv], spec: EnvSpec) -> None:
+    With `rebuild` (index -> a new environment), an environment whose step raises (a crash, or the
+    step-time limit the caller's alarm enforces) is replaced by a new one on its own: that step ends
+    its episode with reward 0 and the others carry on. `restarts` counts the replacements.
+    """
+
+    def __init__(self, envs: list[SingleEnv], spec: EnvSpec,
+                 rebuild: Callable[[int], SingleEnv] | None = None) -> None:
         if not envs:
             raise ValueError("ListVecEnv needs at least one environment")
         self.envs = envs
         self.spec = spec
+        self.rebuild = rebuild
+        self.restarts = 0
         self.num_envs = len(envs)
         self._obs = allocate_obs(spec, self.num_envs)
         self._reward = np.zeros(self.num_envs, dtype=np.float32)
@@ -101,13 +110,30 @@ class ListVecEnv(VecEnv):
             raise ValueError(f"expected {self.num_envs} actions, got {len(actions)}")
         episodes = []
         for i, (env, action) in enumerate(zip(self.envs, actions.tolist())):
-            reward, done, episode = env.step(action, self._obs, i)
+            try:
+                reward, done, episode = env.step(action, self._obs, i)
+            except Exception as err:  # noqa: BLE001 - any failure of one environment is survivable
+                if self.rebuild is None:
+                    raise
+                reward, done, episode = self._replace(i, err), True, None
             self._reward[i] = reward
             self._done[i] = done
             if episode is not None:
                 episodes.append(episode)
         # The reward and done arrays are handed out, so return copies of these tiny buffers.
         return self._obs, self._reward.copy(), self._done.copy(), episodes
+
+    def _replace(self, i: int, err: Exception) -> float:
+        """Rebuild environment i after `err`; its new episode's first observation goes into row i."""
+        warnings.warn(f"environment {i} failed ({type(err).__name__}: {err}); rebuilding it alone", stacklevel=3)
+        try:
+            self.envs[i].close()
+        except Exception:  # noqa: BLE001 - a broken env may not close cleanly; it is dropped anyway
+            pass
+        self.envs[i] = self.rebuild(i)
+        self.envs[i].reset(self._obs, i)
+        self.restarts += 1
+        return 0.0
 
     def render(self, index: int = 0) -> np.ndarray:
         return self.envs[index].render()

@@ -65,14 +65,20 @@ class RolloutWorker:
         return make_vec_env(self.env_cfg, self.num_envs, seed=seed, env_id_offset=int(self.env_ids[0]))
 
     def _step_env(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, float]]]:
-        """env.step, but a crash or a hang rebuilds the environments instead of ending the run.
+        """env.step, but a crash or a hang rebuilds environments instead of ending the run.
 
-        The transition that failed is recorded as the end of every episode (reward 0), so the unroll
-        stays consistent: the recurrent state and episodic bonuses restart with the new episodes.
+        NetHack/MiniHack vector envs replace a failed environment on its own (`ListVecEnv`); a failure
+        of the vector env as a whole (Procgen's native one, or outside a single environment's step)
+        rebuilds all of them. The transition that failed is recorded as the end of the episodes it
+        cut (reward 0), so the unroll stays consistent: the recurrent state and episodic bonuses
+        restart with the new episodes.
         """
         try:
             with _time_limit(self.step_timeout_s):
-                return self.env.step(actions)
+                before = getattr(self.env, "restarts", 0)
+                result = self.env.step(actions)
+                self.env_restarts += getattr(self.env, "restarts", 0) - before  # rebuilt one by one
+                return result
         except Exception as err:  # noqa: BLE001 - any environment failure is survivable
             warnings.warn(f"actor {self.actor_id}: environment step failed ({type(err).__name__}: {err}); "
                           "rebuilding its environments", stacklevel=2)
