@@ -59,6 +59,15 @@ class MetricLogger:
         self._last_steps = start_env_steps
         self._elapsed_before = start_time  # training seconds of earlier attempts of this run
 
+    def rewind(self, env_steps: int) -> None:
+        """Continue the log from `env_steps` (a run that went back to its last checkpoint)."""
+        self.file.close()
+        truncate_metrics(self.path, env_steps)
+        self.file = self.path.open("a", buffering=1)
+        self._last_steps = env_steps
+        if self.progress is not None:
+            self.progress.update(env_steps, self.recent_return())
+
     def add_episodes(self, episodes: Iterable[dict[str, float]]) -> None:
         for ep in episodes:
             self.episodes_total += 1

@@ -20,6 +20,10 @@ class RayConnectionError(RuntimeError):
     """The configured Ray cluster did not answer."""
 
 
+class LearnerReplicaLost(RuntimeError):
+    """A learner replica died (killed, out of memory, crashed): the update it was part of is lost."""
+
+
 def connect(cfg: DictConfig) -> None:
     """Start a private local Ray instance on 127.0.0.1, or join `runtime.ray_address`.
 
@@ -154,6 +158,9 @@ class LearnerReplica:
     def update(self, batch: dict[str, Any], env_steps: int) -> dict[str, float]:
         return self.learner.update(batch, env_steps)
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def weights(self) -> dict[str, np.ndarray]:
         return self.learner.weights()
 
@@ -189,21 +196,35 @@ class RemoteLearners:
         self.replicas = [cls.remote(plain, spec, num_envs, rank, n, init_method) for rank in range(n)]
         self.version = 0
 
+    def _get(self, refs: Any) -> Any:
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayActorError as err:
+            raise LearnerReplicaLost(f"a learner replica died ({type(err).__name__})") from None
+
     def update(self, batch: dict[str, Any], env_steps: int) -> dict[str, float]:
         ref = self.ray.put(batch)  # one copy in the object store, read by every replica
-        metrics = self.ray.get([r.update.remote(ref, env_steps) for r in self.replicas])[0]
+        metrics = self._get([r.update.remote(ref, env_steps) for r in self.replicas])[0]
         self.version += 1
         return metrics
 
     def weights(self) -> dict[str, np.ndarray]:
-        return self.ray.get(self.replicas[0].weights.remote())
+        return self._get(self.replicas[0].weights.remote())
 
     def state_dict(self) -> dict[str, Any]:
-        return self.ray.get(self.replicas[0].state_dict.remote())
+        return self._get(self.replicas[0].state_dict.remote())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ray.get([r.load_state_dict.remote(state) for r in self.replicas])
+        self._get([r.load_state_dict.remote(state) for r in self.replicas])
         self.version = int(state["version"])
 
+    def pids(self) -> list[int]:
+        return self._get([r.pid.remote() for r in self.replicas])
+
+    def kill(self) -> None:
+        """Stop every replica at once (the survivors of a lost one cannot finish its collective)."""
+        for replica in self.replicas:
+            self.ray.kill(replica, no_restart=True)
+
     def close(self) -> None:
-        self.ray.get([r.close.remote() for r in self.replicas])
+        self._get([r.close.remote() for r in self.replicas])

@@ -129,6 +129,11 @@ class RaySource:
         for _ in range(self.inflight):
             self._submit(actor_id)
 
+    def restart_all(self, reason: str) -> None:
+        """Replace every actor: their environments restart from scratch, as in a resumed run."""
+        for actor_id in range(len(self.actors)):
+            self._restart(actor_id, reason)
+
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from rlzoo.models.precision import resolve_device, resolve_precision
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.preemption import requeue_slurm_job
+from rlzoo.runtime.ray_runtime import LearnerReplicaLost
 from rlzoo.unroll import Batch, Unroll
 
 # What Slurm (SIGTERM, SIGUSR1 with `--signal`) and submitit (SIGUSR2) send before preemption or the time limit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# Learner replicas lost in a row (with no checkpoint written in between) before the run gives up.
+MAX_LEARNER_RESTARTS = 3
 
 
 class Trainer:
@@ -39,7 +43,7 @@ class Trainer:
         record_attempt(run_dir)
 
         rt = cfg.runtime
-        num_envs = rt.num_actors * rt.envs_per_actor
+        num_envs = self.num_envs = rt.num_actors * rt.envs_per_actor
         self.device = resolve_device(rt.device)
         self.precision = "bf16" if resolve_precision(rt.precision, self.device) == torch.bfloat16 else "fp32"
         torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - (rt.num_actors if rt.name == "ray" else 0)))
@@ -68,6 +72,9 @@ class Trainer:
         self.stop_signal: int | None = None
         self.unrolls_per_actor: Counter[str] = Counter()
         self.env_restarts = 0
+        self.learner_restarts = 0
+        self._learner_restarts_in_a_row = 0
+        self.learner_steps_lost = 0  # env steps trained on since the checkpoint a lost replica sent us back to
 
     def _resume(self) -> None:
         resume = self.cfg.resume
@@ -134,7 +141,12 @@ class Trainer:
 
                 self.env_steps += batch.size
                 lag = self.learner.version - float(batch.policy_version.mean())
-                metrics = self._update(batch)
+                try:
+                    metrics = self._update(batch)
+                except LearnerReplicaLost as err:
+                    self._recover_learners(err, discarded=sum(u.size for u in pending))
+                    pending, columns = [], 0
+                    continue
                 metrics["learner/policy_lag"] = lag
                 self.logger.add_update(metrics)
                 if self.learner.version % rt.broadcast_interval == 0:
@@ -146,6 +158,7 @@ class Trainer:
                 if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval_s:
                     self.save(elapsed)
                     last_checkpoint = time.monotonic()
+                    self._learner_restarts_in_a_row = 0
             elapsed = time.monotonic() - start
             self.save(elapsed)  # before close(): remote learners need Ray to hand over their state
         except NonFiniteLossError:
@@ -168,8 +181,10 @@ class Trainer:
             "unrolls_per_actor": dict(self.unrolls_per_actor),
             "actor_restarts": self.source.restarts,
             "env_restarts": self.env_restarts,
-            # Rollouts discarded: under way in replaced actors, or collected but not trained on at the stop.
-            "env_steps_lost": self.source.steps_lost + sum(u.size for u in pending),
+            "learner_restarts": self.learner_restarts,
+            # Rollouts discarded: under way in replaced actors, collected but not trained on at the stop, or
+            # trained on since the checkpoint that a lost learner replica sent the run back to.
+            "env_steps_lost": self.source.steps_lost + sum(u.size for u in pending) + self.learner_steps_lost,
             "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
             "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
             "run_dir": str(self.run_dir),
@@ -181,6 +196,34 @@ class Trainer:
                   "checkpoint; rerun the same command to resume", file=sys.stderr)
             self._hand_over_signal(previous.get(self.stop_signal))
         return summary
+
+    def _recover_learners(self, err: LearnerReplicaLost, discarded: int) -> None:
+        """A lost replica takes its share of the update with it, and the others cannot finish without it
+        (their gradients are summed): every replica and every actor is replaced and training goes on
+        from the last checkpoint, as a resumed run would (without one, from the start)."""
+        from rlzoo.runtime.ray_runtime import RemoteLearners
+
+        self.learner_restarts += 1
+        self._learner_restarts_in_a_row += 1
+        if self._learner_restarts_in_a_row > MAX_LEARNER_RESTARTS:
+            raise LearnerReplicaLost(f"{err}, for the {self._learner_restarts_in_a_row}th time since the last "
+                                     "checkpoint; giving up (see the replicas' logs in Ray's session directory)")
+        warnings.warn(f"{err}; restarting the learner replicas and the actors from the last checkpoint", stacklevel=2)
+        before = self.env_steps
+        self.learner.kill()
+        self.learner = RemoteLearners(self.cfg, self.spec, self.num_envs)
+        path = latest_path(self.run_dir)
+        self.env_steps = 0
+        if path.exists():
+            state = load_checkpoint(path)
+            self.learner.load_state_dict(state["learner"])
+            self.env_steps = int(state["env_steps"])
+        # The batch in hand (counted in env_steps already), everything trained on since the checkpoint,
+        # and the unrolls collected for the next batches.
+        self.learner_steps_lost += before - self.env_steps + discarded
+        self.logger.rewind(self.env_steps)
+        self.source.restart_all("the learner replicas went back to the last checkpoint")
+        self.learner_publish()
 
     def _hand_over_signal(self, previous_handler: Any) -> None:
         """After our checkpoint, make sure the job comes back.
