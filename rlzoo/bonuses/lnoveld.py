@@ -16,7 +16,7 @@ from torch import nn
 
 from rlzoo.bonuses.common.base import BatchContext, cfg_get, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, state_hashes
-from rlzoo.bonuses.common.encoders import NOVELD_PREDICTOR_WIDTHS, NOVELD_TARGET_WIDTHS, mlp
+from rlzoo.bonuses.common.encoders import FrozenEncoderRND
 from rlzoo.bonuses.noveld import NovelDBonus, noveld_reward
 from rlzoo.models.nethack_net import MessageCharCNN
 from rlzoo.unroll import Batch
@@ -44,28 +44,6 @@ FORMULA_CASES = [
 ]
 
 
-class MessageRND(nn.Module):
-    """NovelD's RND over the message: a frozen random character CNN, a fixed random target MLP and a
-    trained predictor MLP; forward gives ĝ(f(l)) − g(f(l))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = MessageCharCNN(MESSAGE_EMBEDDING, MESSAGE_FEATURES)
-        self.target = mlp(MESSAGE_FEATURES, NOVELD_TARGET_WIDTHS)
-        self.predictor = mlp(MESSAGE_FEATURES, NOVELD_PREDICTOR_WIDTHS)
-        for p in [*self.encoder.parameters(), *self.target.parameters()]:
-            p.requires_grad_(False)
-
-    def predictor_parameters(self) -> list[nn.Parameter]:
-        return list(self.predictor.parameters())
-
-    def forward(self, messages: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            features = self.encoder(messages).float()
-        with torch.autocast(features.device.type, enabled=False):
-            return self.predictor(features) - self.target(features)
-
-
 @register_bonus("lnoveld")
 class LNovelDBonus(NovelDBonus):
     families, needs = ("nethack", "minihack"), "the in-game message"
@@ -76,7 +54,8 @@ class LNovelDBonus(NovelDBonus):
         if self.language_coef < 0:
             raise ValueError(f"bonus.language_coef={self.language_coef} must be non-negative")
         self.message_counts = EpisodicCounts(num_envs)
-        self.language_rnd = MessageRND()
+        # NovelD's RND over the message: a frozen random character CNN under the same heads.
+        self.language_rnd = FrozenEncoderRND(MessageCharCNN(MESSAGE_EMBEDDING, MESSAGE_FEATURES), MESSAGE_FEATURES)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*super().trainable_parameters(), *self.language_rnd.predictor_parameters()]

@@ -11,7 +11,7 @@ import torch
 
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, check_state_key, state_hashes
-from rlzoo.bonuses.common.encoders import FrozenEncoderRND
+from rlzoo.bonuses.common.encoders import FrozenEncoderRND, build_embedding
 from rlzoo.unroll import Batch
 
 
@@ -38,7 +38,7 @@ class NovelDBonus(Bonus):
         self.first_visit_mask = cfg_get(cfg, "first_visit_mask", bool)
         self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec.family)
         self.episodic_counts = EpisodicCounts(num_envs)
-        self.rnd = FrozenEncoderRND(model_cfg, spec)
+        self.rnd = FrozenEncoderRND(*build_embedding(model_cfg, spec))  # a random torso of the policy's kind
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self.rnd.predictor_parameters()

@@ -155,13 +155,14 @@ NOVELD_PREDICTOR_WIDTHS = [1024, 1024, 128, 128, 128]
 
 
 class FrozenEncoderRND(nn.Module):
-    """NovelD's random network distillation: a random encoder f of the policy's architecture, never
-    trained, then a fixed random target MLP g and a trained predictor MLP ĝ on f(s); `forward`
-    returns ĝ(f(s)) − g(f(s)) [N, 128]. No observation whitening, as in the references."""
+    """NovelD's random network distillation: a random encoder f (`encoder`, output size `dim`; the
+    references use one of the policy's architecture), never trained, then a fixed random target MLP g
+    and a trained predictor MLP ĝ on f(x); `forward` returns ĝ(f(x)) − g(f(x)) [N, 128]. No
+    observation whitening, as in the references."""
 
-    def __init__(self, model_cfg: Any, spec: Any) -> None:
+    def __init__(self, encoder: nn.Module, dim: int) -> None:
         super().__init__()
-        self.encoder, dim = build_embedding(model_cfg, spec)
+        self.encoder = encoder
         self.target = mlp(dim, NOVELD_TARGET_WIDTHS)
         self.predictor = mlp(dim, NOVELD_PREDICTOR_WIDTHS)
         for p in [*self.encoder.parameters(), *self.target.parameters()]:
@@ -170,9 +171,9 @@ class FrozenEncoderRND(nn.Module):
     def predictor_parameters(self) -> list[nn.Parameter]:
         return list(self.predictor.parameters())
 
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: Any) -> torch.Tensor:
         with torch.no_grad():
-            features = self.encoder(obs).float()
+            features = self.encoder(x).float()
         # The novelty is a small difference of two outputs: the heads run in float32.
         with torch.autocast(features.device.type, enabled=False):
             return self.predictor(features) - self.target(features)
