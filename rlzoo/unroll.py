@@ -11,6 +11,7 @@ tuple of such arrays. docs/design.md describes what each field means.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -94,12 +95,15 @@ class Unroll:
         return self._map(lambda x, axis: x[:, cols] if axis == STEP else x[cols])
 
     def to_torch(self, device: torch.device | str = "cpu") -> "Unroll":
-        """torch tensors on `device`; small integer dtypes stay small until the model reads them."""
+        """torch tensors on `device`; small integer dtypes stay small until the model reads them.
+        Arrays are shared, not copied (those from Ray's object store are read-only: nothing writes them)."""
         def convert(x: Array, _axis: int) -> torch.Tensor:
             tensor = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
             return tensor.to(device, non_blocking=True)
 
-        return self._map(convert)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return self._map(convert)
 
     def _map(self, fn: Callable[[Array, int], Array]) -> "Unroll":
         values = {f.name: _apply(getattr(self, f.name), lambda x, axis=f.metadata["axis"]: fn(x, axis))
