@@ -51,6 +51,7 @@ class Injector:
         self.trainer, self.args, self.total_steps = trainer, args, total_steps
         self.rng = random.Random(args.seed)
         self.counts = {"actor_kills": 0, "env_hangs": 0, "learner_kills": 0, "sigterm_during_checkpoint": 0}
+        self.hangs: list[Any] = []  # calls that install a hang; counted once they have run
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self._arm_sigterm_during_checkpoint()
@@ -83,8 +84,7 @@ class Injector:
                     self.counts["actor_kills"] += 1
                 elif now >= next_hang:
                     next_hang = now + self.args.hang_every
-                    actor.__ray_call__.remote(hang_one_environment, hang_s)
-                    self.counts["env_hangs"] += 1
+                    self.hangs.append(actor.__ray_call__.remote(hang_one_environment, hang_s))
                 if (self.args.learners > 1 and not self.counts["learner_kills"]
                         and self.trainer.env_steps >= self.args.learner_kill_at * self.total_steps):
                     os.kill(self.trainer.learner.pids()[-1], signal.SIGKILL)
@@ -97,8 +97,18 @@ class Injector:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        import ray
+
         self.stop.set()
         self.thread.join()
+        # A hang queued on an actor that was killed first never happened.
+        done, _ = ray.wait(self.hangs, num_returns=len(self.hangs), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref)
+                self.counts["env_hangs"] += 1
+            except Exception:  # noqa: BLE001 - its actor died before it ran
+                pass
 
 
 def chaos_run(cfg: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -113,12 +123,15 @@ def chaos_run(cfg: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, An
     second = train(cfg, run_dir)  # resume=auto picks up the checkpoint, as a requeued job does
     counts = injector.counts
     resumed = first["stopped_by"] == "SIGTERM" and second["env_steps"] > first["env_steps"]
+    learner_restarts = first["learner_restarts"] + second["learner_restarts"]
+    # A learner recovery replaces every actor too; those are not recoveries from actor kills.
+    actor_recoveries = first["actor_restarts"] + second["actor_restarts"] - learner_restarts * cfg.runtime.num_actors
     return {
         **counts,
         "faults_injected": sum(counts.values()),
-        "faults_survived": (first["actor_restarts"] + second["actor_restarts"]
+        "faults_survived": (min(counts["actor_kills"], actor_recoveries)
                             + min(counts["env_hangs"], first["env_restarts"] + second["env_restarts"])
-                            + first["learner_restarts"] + second["learner_restarts"] + int(resumed)),
+                            + min(counts["learner_kills"], learner_restarts) + int(resumed)),
         "env_steps_lost": first["env_steps_lost"] + second["env_steps_lost"],
         "env_steps": second["env_steps"],
         "final_return": second["mean_return_last_100"],
