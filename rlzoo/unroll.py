@@ -97,8 +97,12 @@ class Unroll:
     def to_torch(self, device: torch.device | str = "cpu") -> "Unroll":
         """torch tensors on `device`; small integer dtypes stay small until the model reads them.
         Arrays are shared, not copied (those from Ray's object store are read-only: nothing writes them)."""
+        to_gpu = torch.device(device).type == "cuda"
+
         def convert(x: Array, _axis: int) -> torch.Tensor:
             tensor = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+            if to_gpu and tensor.device.type == "cpu":
+                tensor = tensor.pin_memory()  # page-locked, so the copy below runs asynchronously
             return tensor.to(device, non_blocking=True)
 
         with warnings.catch_warnings():
@@ -112,6 +116,28 @@ class Unroll:
 
 
 Batch = Unroll  # a batch is unrolls concatenated along B: the same fields
+
+
+def synthetic_unroll(obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], num_actions: int, steps: int,
+                     columns: int, lstm_size: int = 0, seed: int = 0) -> Unroll:
+    """Random observations, actions, rewards and logits shaped like an actor's unroll: learner
+    benchmarks and device tests run on it without stepping an environment."""
+    rng = np.random.default_rng(seed)
+    unroll = Unroll.allocate(obs_space, steps, columns, num_actions)
+    for array in unroll.obs.values():
+        high = 256 if array.dtype == np.uint8 else 5000  # bytes, or ids below the glyph count
+        array[...] = rng.integers(0, high, size=array.shape).astype(array.dtype)
+    unroll.first[...] = rng.random(unroll.first.shape) < 0.02
+    unroll.dones[...] = unroll.first[1:]
+    unroll.actions[...] = rng.integers(num_actions, size=unroll.actions.shape)
+    unroll.rewards[...] = rng.standard_normal(unroll.rewards.shape)
+    unroll.logits[...] = rng.standard_normal(unroll.logits.shape)
+    unroll.core_state = tuple(np.zeros((columns, lstm_size), np.float32) for _ in range(2)) if lstm_size else ()
+    unroll.env_ids[...] = np.arange(columns)
+    unroll.unroll_index[...] = 0
+    unroll.policy_version[...] = 0
+    unroll.actor_ids[...] = 0
+    return unroll
 
 
 def _apply(value: Any, fn: Callable[[Array], Array]) -> Any:
