@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from rlzoo.config import CONFIG_DIR, ConfigError
+from rlzoo.config import CONFIG_DIR, ConfigError, exit_with_config_error
 from rlzoo.runtime.checkpoint import CheckpointError
 from rlzoo.runtime.learner import NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
@@ -25,9 +25,7 @@ def _main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except ConfigError as err:
-        # A user mistake, not a bug: one clear line instead of a stack trace.
-        print(f"rlzoo-train: config error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_config_error(err)
     except (CheckpointError, RayConnectionError, NonFiniteLossError, MemoryError) as err:
         print(f"rlzoo-train: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(1)

@@ -28,6 +28,9 @@ FAST_OVERRIDES = [
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long runs, excluded by default (run with -m slow)")
+    config.addinivalue_line("markers", "unit: seconds, no Ray, no subprocess")
+    config.addinivalue_line("markers", "integration: Ray or CLI subprocesses")
+    config.addinivalue_line("markers", "system: Slurm or other services the test starts; long")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Faults injected into short real runs: the run survives, or stops with a clear message."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,34 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     tmp = path.parent / f".{path.name}.crash.tmp"
     tmp.write_bytes(b"PK\x03\x04 truncated")  # what a kill in the middle of torch.save leaves
     assert load_checkpoint(path)["env_steps"] == 7
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_mount", "sweep_under_a_file"])
+def test_output_root_that_cannot_be_created_is_a_one_line_config_error(tmp_path, where):
+    (tmp_path / "a_file").write_text("")
+    output_root, sweep = tmp_path / "a_file" / "runs", []
+    if where == "read_only_mount":
+        if os.geteuid() != 0:
+            pytest.skip("mounting a read-only tmpfs needs root (and root ignores permission bits)")
+        output_root = tmp_path / "read_only"
+        output_root.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(output_root)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    if where == "sweep_under_a_file":
+        sweep = ["-m", "seed=1,2"]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rlzoo.train", *sweep, "runtime=serial", "total_steps=16",
+                               f"output_root={output_root}"], capture_output=True, text=True, timeout=120)
+    finally:
+        if where == "read_only_mount":
+            subprocess.run(["umount", "--lazy", str(output_root)], check=True)
+    assert proc.returncode == 2
+    reason = "Read-only file system" if where == "read_only_mount" else "Not a directory"
+    assert re.fullmatch(rf"rlzoo-train: config error: output_root='{output_root}': cannot create "
+                        rf"{output_root}/\S+: {reason}; choose a writable folder", proc.stderr.strip()), proc.stderr
 
 
 def test_nonfinite_updates_are_skipped_then_stop_with_message(compose):
