@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -20,10 +21,11 @@ from rlzoo.runtime.trainer import train
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> dict[str, Any]:
+    """Returns the run's summary: a Slurm sweep's launcher reads it to tell finished runs from stopped ones."""
     logging.getLogger("nle").setLevel(logging.WARNING)  # NLE logs every environment it creates
     try:
-        train(cfg)
+        return train(cfg)
     except ConfigError as err:
         exit_with_config_error(err)
     except (CheckpointError, RayConnectionError, NonFiniteLossError, MemoryError) as err:
