@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 import rlzoo.runtime.rollout as rollout
 from rlzoo.config import ConfigError
 from rlzoo.envs import env_spec
-from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
+from rlzoo.runtime.checkpoint import CheckpointError, free_bytes, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
 from rlzoo.runtime.trainer import Trainer, check_compatible, train
@@ -128,12 +129,12 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
     proc.wait(timeout=30)
     saved = load_checkpoint(latest_path(tmp_path))["env_steps"]
     assert saved > 0
-    assert not list(latest_path(tmp_path).parent.glob("*.tmp")) or True  # leftovers are ignored
     done = subprocess.run(_train_cmd(tmp_path, f"total_steps={saved + 64}"), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     steps = _metric_steps(tmp_path)
     assert steps == sorted(set(steps)) and steps[-1] == saved + 64
+    assert not list(latest_path(tmp_path).parent.glob("*.tmp"))  # a kill mid-save leaves one; the next save removes it
 
 
 def test_half_written_checkpoint_is_never_loaded(tmp_path):
@@ -142,6 +143,74 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     tmp = path.parent / f".{path.name}.crash.tmp"
     tmp.write_bytes(b"PK\x03\x04 truncated")  # what a kill in the middle of torch.save leaves
     assert load_checkpoint(path)["env_steps"] == 7
+    save_checkpoint(path, {"env_steps": 8})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.pt"]  # the leftover is gone
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MiB tmpfs: a file system that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Write a file that leaves `leave` bytes free on `disk` (written, not sparse: tmpfs counts pages)."""
+    todo = free_bytes(disk) - leave
+    with open(disk / f"filler{len(list(disk.glob('filler*')))}", "wb") as f:
+        while todo > 0:
+            todo -= f.write(b"\0" * min(todo, 1 << 20))
+
+
+@pytest.mark.integration
+def test_full_disk_keeps_the_previous_checkpoint_and_no_temporary(small_disk):
+    path = latest_path(small_disk / "run")
+    save_checkpoint(path, {"env_steps": 1, "w": torch.zeros(2**16)})  # 256 KiB
+    _fill(small_disk, leave=512 << 10)
+    # The previous checkpoint would fit beside itself, but this one does not: the write runs out of space.
+    with pytest.raises(CheckpointError, match=r"^no space left on \S+/run/checkpoints writing checkpoint \(needs "
+                                              r"more than 0\.\d MB, 0\.\d MB free\); the previous checkpoint "
+                                              r"\S+/latest\.pt is intact; free some space"):
+        save_checkpoint(path, {"env_steps": 2, "w": torch.zeros(2**20)})  # 4 MiB
+    assert load_checkpoint(path)["env_steps"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.pt"]
+    # Fuller still: not even a checkpoint as large as the last one fits, so none is started.
+    _fill(small_disk, leave=64 << 10)
+    with pytest.raises(CheckpointError, match=r"\(needs ~0\.3 MB, 0\.\d MB free\)"):
+        save_checkpoint(path, {"env_steps": 3, "w": torch.zeros(2**16)})
+    assert load_checkpoint(path)["env_steps"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.pt"]
+
+
+@pytest.mark.integration
+def test_full_disk_stops_the_run_with_one_line_then_it_resumes(small_disk):
+    run_dir = small_disk / "run"
+    model = ["model.lstm_size=64", "model.fc_sizes=[64]"]
+    first = subprocess.run(_train_cmd(run_dir, "total_steps=128", *model), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    _fill(small_disk, leave=latest_path(run_dir).stat().st_size // 2)
+    full = subprocess.run(_train_cmd(run_dir, "total_steps=256", *model), capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert re.fullmatch(rf"rlzoo-train: CheckpointError: no space left on {run_dir}/checkpoints writing checkpoint "
+                        r"\(needs ~\d+\.\d MB, \d+\.\d MB free\); the previous checkpoint \S+ is intact; .*",
+                        full.stderr.strip().splitlines()[-1]), full.stderr
+    assert load_checkpoint(latest_path(run_dir))["env_steps"] == 128
+    assert sorted(p.name for p in latest_path(run_dir).parent.iterdir()) == ["latest.pt"]
+    for filler in small_disk.glob("filler*"):
+        filler.unlink()
+    resumed = subprocess.run(_train_cmd(run_dir, "total_steps=256", *model), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(latest_path(run_dir))["env_steps"] == 256
 
 
 @pytest.mark.integration
