@@ -14,6 +14,7 @@ from nle import nethack
 from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
+from rlzoo.envs.birth_date import birth_date, set_birth_date
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
@@ -167,6 +168,7 @@ class NetHackEnv:
             minigrid_env.reset(seed=int(rng.integers(2**31)))
         self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
         self.share_code = cfg["share_nethack_code"]
+        self.fix_dates = cfg["fix_moon_phase"]  # NLE fixes the moon phase etc., we the birth date
         self.crop = AgentCrop()
         self.tty_obs: dict[str, np.ndarray] | None = None
         self._new_episode_stats()
@@ -178,6 +180,7 @@ class NetHackEnv:
         self.depth = 0
 
     def _reset_env(self) -> dict[str, np.ndarray]:
+        core = None
         if self.seedable:
             core, disp = (int(s) for s in self.rng.integers(2**63 - 1, size=2))
             # NLE's own seed(), not the subclass's: MiniHack's MiniGrid tasks override it with a
@@ -186,6 +189,8 @@ class NetHackEnv:
         obs, _ = self.env.reset()
         if self.share_code:  # the reset loaded a fresh private copy of the game's code
             share_nethack_code(self.env.nethack.dlpath)
+        if core is not None and self.fix_dates:
+            set_birth_date(self.env.nethack.dlpath, birth_date(core))
         self._new_episode_stats()
         return obs
 
