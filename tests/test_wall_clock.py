@@ -6,12 +6,13 @@ preloaded into the trainer, changes what time() returns to NetHack itself. With 
 differ, which shows that this scenario does reach what the clock decides in NetHack.
 
 The scenario makes the game read its birth date early: in wizard mode the agent's few keys are ^V
-(level teleport), '2' and Enter, so a random policy soon reaches level 2, where most levels have a
-shop; short episodes give many fresh dungeons, and the message line (shopkeepers greet by name) is
-an input of the policy.
+(level teleport), '2' and Enter, so a random policy soon reaches level 2, where shops are common;
+short episodes give many fresh dungeons, and the message line (shopkeepers greet by name) is an input
+of the policy.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -26,10 +27,9 @@ import torch
 from rlzoo.envs.birth_date import birth_date
 from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
 
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's libfaketime
+LIBFAKETIME = "/usr/lib/*/faketime/libfaketime.so.1"  # Debian's package libfaketime, any architecture
 
 # Two dates of one day, both in daylight, so the moon phase, Friday 13th, night and midnight agree
 # and only the game's birth date (its start time) differs. Each starts a 257-s slot of the birth date
@@ -55,12 +55,15 @@ PLAYED = ("env_steps", "episodes", "episode/", "loss/", "policy/", "learner/grad
 @pytest.fixture(scope="module")
 def libfaketime() -> Path:
     """Debian's libfaketime, installed if missing (idempotent)."""
-    if not LIBFAKETIME.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+    if not glob.glob(LIBFAKETIME) and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "libfaketime"],
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, capture_output=True, timeout=600)
-    if not LIBFAKETIME.exists():
-        pytest.skip(f"{LIBFAKETIME} is missing (Debian package libfaketime; installing it needs root)")
-    return LIBFAKETIME
+                       env=env, capture_output=True, timeout=600)
+    found = glob.glob(LIBFAKETIME)
+    if not found:
+        pytest.skip(f"no {LIBFAKETIME} (Debian package libfaketime; installing it needs root and apt-get)")
+    return Path(found[0])
 
 
 def _train_at(dates: tuple[int, ...], root: Path, lib: Path, *overrides: str) -> list[Path]:
@@ -94,6 +97,7 @@ def _same_weights(a: Path, b: Path) -> bool:
     return model_a.keys() == model_b.keys() and all(torch.equal(model_a[k], model_b[k]) for k in model_a)
 
 
+@pytest.mark.integration
 def test_runs_on_different_dates_are_identical(tmp_path: Path, libfaketime: Path) -> None:
     first, second = _train_at(DATES, tmp_path / "fixed", libfaketime)
     rows = _played(first)
