@@ -33,7 +33,8 @@ setup(
     if (Path(__file__).parent / "README.md").exists()
     else "rlzoo",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["rlzoo", "rlzoo.*"]),
+    # hydra_plugins is a namespace package shared with other Hydra plugins: only our part is shipped.
+    packages=find_packages(include=["rlzoo", "rlzoo.*"]) + ["hydra_plugins.rlzoo_launcher"],
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=9"]},
     entry_points={

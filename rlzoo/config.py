@@ -6,8 +6,11 @@ each check names the key, the bad value and what is allowed, and runs before any
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+import sys
+from pathlib import Path
+from typing import Any, Iterable, NoReturn, Sequence
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rlzoo import CONFIG_DIR
@@ -89,6 +92,40 @@ OmegaConf.register_new_resolver("plain_name", plain_name, replace=True)
 
 def check_plain_name(cfg: DictConfig, key: str) -> None:
     plain_name(_get(cfg, key), key)
+
+
+def exit_with_config_error(err: ConfigError) -> NoReturn:
+    """A user mistake, not a bug: one clear line instead of a stack trace, exit status 2."""
+    print(f"rlzoo-train: config error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def create_output_dir(path: Path, output_root: Any) -> None:
+    """mkdir -p `path`, a directory below `output_root`; ConfigError naming output_root if impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"output_root={output_root!r}: cannot create {path}: {err.strerror or err}; "
+                          "choose a writable folder") from None
+
+
+class CreateOutputDir(Callback):
+    """Hydra callback (config.yaml, hydra.callbacks): creates the run or sweep directory before Hydra
+    does, so that a bad output_root or run_name stops the command with one line, not a stack trace."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._create(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._create(config, "hydra.sweep.dir")  # each job's subdir is made by its launcher
+
+    @staticmethod
+    def _create(config: DictConfig, key: str) -> None:
+        try:
+            plain_name(config.run_name)  # the run directory's pattern would fail on it, as a stack trace
+            create_output_dir(Path(str(OmegaConf.select(config, key))), config.output_root)
+        except ConfigError as err:
+            exit_with_config_error(err)
 
 
 def validate(cfg: DictConfig) -> None:

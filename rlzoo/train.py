@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from rlzoo.config import CONFIG_DIR, ConfigError
+from rlzoo.config import CONFIG_DIR, ConfigError, exit_with_config_error
 from rlzoo.runtime.checkpoint import CheckpointError
 from rlzoo.runtime.learner import NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
@@ -20,14 +21,13 @@ from rlzoo.runtime.trainer import train
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> dict[str, Any]:
+    """Returns the run's summary: a Slurm sweep's launcher reads it to tell finished runs from stopped ones."""
     logging.getLogger("nle").setLevel(logging.WARNING)  # NLE logs every environment it creates
     try:
-        train(cfg)
+        return train(cfg)
     except ConfigError as err:
-        # A user mistake, not a bug: one clear line instead of a stack trace.
-        print(f"rlzoo-train: config error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_config_error(err)
     except (CheckpointError, RayConnectionError, NonFiniteLossError, MemoryError) as err:
         print(f"rlzoo-train: {type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(1)

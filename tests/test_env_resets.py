@@ -314,3 +314,25 @@ def test_fast_reset_must_be_a_boolean():
     with pytest.raises(ValueError, match="env.fast_reset"):
         validate_env_cfg({**ROOM, "fast_reset": "yes"})
     assert validate_env_cfg(ROOM)["fast_reset"] is True
+
+
+@pytest.mark.unit
+def test_a_signal_during_a_deferred_section_is_handled_after_it():
+    from rlzoo.envs.deferred_signals import signals_deferred
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    done = []
+    try:
+        with pytest.raises(Interrupted):
+            with signals_deferred():
+                signal.raise_signal(signal.SIGUSR1)  # the handler would raise here
+                done.append("section finished")
+        assert done == ["section finished"] and signal.getsignal(signal.SIGUSR1) is handler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

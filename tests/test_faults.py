@@ -1,6 +1,8 @@
 """Faults injected into short real runs: the run survives, or stops with a clear message."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import rlzoo.runtime.rollout as rollout
 from rlzoo.config import ConfigError
 from rlzoo.envs import env_spec
 from rlzoo.logging.metrics import read_metrics
-from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
+from rlzoo.runtime.checkpoint import CheckpointError, free_bytes, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
 from rlzoo.runtime.trainer import Trainer, check_compatible, train
@@ -133,12 +135,12 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
     proc.wait(timeout=30)
     saved = load_checkpoint(latest_path(tmp_path))["env_steps"]
     assert saved > 0
-    assert not list(latest_path(tmp_path).parent.glob("*.tmp")) or True  # leftovers are ignored
     done = subprocess.run(_train_cmd(tmp_path, f"total_steps={saved + 64}"), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     steps = _metric_steps(tmp_path)
     assert steps == sorted(set(steps)) and steps[-1] == saved + 64
+    assert not list(latest_path(tmp_path).parent.glob("*.tmp"))  # a kill mid-save leaves one; the next save removes it
 
 
 @pytest.mark.unit
@@ -148,6 +150,102 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     tmp = path.parent / f".{path.name}.crash.tmp"
     tmp.write_bytes(b"PK\x03\x04 truncated")  # what a kill in the middle of torch.save leaves
     assert load_checkpoint(path)["env_steps"] == 7
+    save_checkpoint(path, {"env_steps": 8})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.pt"]  # the leftover is gone
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MiB tmpfs: a file system that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Write a file that leaves `leave` bytes free on `disk` (written, not sparse: tmpfs counts pages)."""
+    todo = free_bytes(disk) - leave
+    with open(disk / f"filler{len(list(disk.glob('filler*')))}", "wb") as f:
+        while todo > 0:
+            todo -= f.write(b"\0" * min(todo, 1 << 20))
+
+
+@pytest.mark.integration
+def test_full_disk_keeps_the_previous_checkpoint_and_no_temporary(small_disk):
+    path = latest_path(small_disk / "run")
+    save_checkpoint(path, {"env_steps": 1, "w": torch.zeros(2**16)})  # 256 KiB
+    _fill(small_disk, leave=512 << 10)
+    # The previous checkpoint would fit beside itself, but this one does not: the write runs out of space.
+    with pytest.raises(CheckpointError, match=r"^no space left on \S+/run/checkpoints writing checkpoint \(needs "
+                                              r"more than 0\.\d MB, 0\.\d MB free\); the previous checkpoint "
+                                              r"\S+/latest\.pt is intact; free some space"):
+        save_checkpoint(path, {"env_steps": 2, "w": torch.zeros(2**20)})  # 4 MiB
+    assert load_checkpoint(path)["env_steps"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.pt"]
+    # Fuller still: not even a checkpoint as large as the last one fits, so none is started.
+    _fill(small_disk, leave=64 << 10)
+    with pytest.raises(CheckpointError, match=r"\(needs ~0\.3 MB, 0\.\d MB free\)"):
+        save_checkpoint(path, {"env_steps": 3, "w": torch.zeros(2**16)})
+    assert load_checkpoint(path)["env_steps"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest.pt"]
+
+
+@pytest.mark.integration
+def test_full_disk_stops_the_run_with_one_line_then_it_resumes(small_disk):
+    run_dir = small_disk / "run"
+    model = ["model.lstm_size=64", "model.fc_sizes=[64]"]
+    first = subprocess.run(_train_cmd(run_dir, "total_steps=128", *model), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    _fill(small_disk, leave=latest_path(run_dir).stat().st_size // 2)
+    full = subprocess.run(_train_cmd(run_dir, "total_steps=256", *model), capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert re.fullmatch(rf"rlzoo-train: CheckpointError: no space left on {run_dir}/checkpoints writing checkpoint "
+                        r"\(needs ~\d+\.\d MB, \d+\.\d MB free\); the previous checkpoint \S+ is intact; .*",
+                        full.stderr.strip().splitlines()[-1]), full.stderr
+    assert load_checkpoint(latest_path(run_dir))["env_steps"] == 128
+    assert sorted(p.name for p in latest_path(run_dir).parent.iterdir()) == ["latest.pt"]
+    for filler in small_disk.glob("filler*"):
+        filler.unlink()
+    resumed = subprocess.run(_train_cmd(run_dir, "total_steps=256", *model), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(latest_path(run_dir))["env_steps"] == 256
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_mount", "sweep_under_a_file"])
+def test_output_root_that_cannot_be_created_is_a_one_line_config_error(tmp_path, where):
+    (tmp_path / "a_file").write_text("")
+    output_root, sweep = tmp_path / "a_file" / "runs", []
+    if where == "read_only_mount":
+        if os.geteuid() != 0:
+            pytest.skip("mounting a read-only tmpfs needs root (and root ignores permission bits)")
+        output_root = tmp_path / "read_only"
+        output_root.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(output_root)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    if where == "sweep_under_a_file":
+        sweep = ["-m", "seed=1,2"]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rlzoo.train", *sweep, "runtime=serial", "total_steps=16",
+                               f"output_root={output_root}"], capture_output=True, text=True, timeout=120)
+    finally:
+        if where == "read_only_mount":
+            subprocess.run(["umount", "--lazy", str(output_root)], check=True)
+    assert proc.returncode == 2
+    reason = "Read-only file system" if where == "read_only_mount" else "Not a directory"
+    assert re.fullmatch(rf"rlzoo-train: config error: output_root='{output_root}': cannot create "
+                        rf"{output_root}/\S+: {reason}; choose a writable folder", proc.stderr.strip()), proc.stderr
 
 
 @pytest.mark.unit

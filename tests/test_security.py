@@ -495,6 +495,43 @@ def test_llm_client_does_not_follow_redirects_or_proxies(monkeypatch):
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8000/v1", "http://llm.example.org/v1", "http://127.0.0.1.nip.io/v1",
+                                 "http://[fe80::1]:8000/v1", "http://0.0.0.0:8000/v1"])
+def test_llm_client_refuses_plain_http_off_loopback(url, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-would-travel-in-clear-text")
+    with pytest.raises(ValueError, match=r"^llm\.base_url=.*plain http .*unencrypted; use https://, a loopback "
+                                         r"host .*set llm\.allow_insecure_http=true"):
+        ChatClient(LLMSettings(base_url=url, model="judge"))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url, allow", [
+    ("http://127.0.0.1:8000/v1", False), ("http://127.8.9.10/v1", False), ("http://[::1]:8000/v1", False),
+    ("http://localhost:8000/v1", False), ("http://LocalHost/v1", False), ("https://llm.example.org/v1", False),
+    ("http://10.0.0.5:8000/v1", True),
+])
+def test_llm_client_accepts_loopback_https_or_explicit_insecure_http(url, allow):
+    assert ChatClient(LLMSettings(base_url=url, model="judge", allow_insecure_http=allow)).settings.base_url == url
+
+
+@pytest.mark.unit
+def test_insecure_llm_url_errors_name_the_config_key(compose):
+    from rlzoo.motif.cli import compose as compose_motif, run_annotate
+    from rlzoo.motif.oni_annotator import AnnotatorSpec, OnlineAnnotator
+
+    oni = compose(["bonus=oni", "bonus.llm.base_url=http://10.0.0.5:8000/v1"]).bonus.llm
+    assert oni.allow_insecure_http is False  # the key exists, off by default
+    with pytest.raises(ValueError, match=r"^bonus\.llm\.base_url=.*set bonus\.llm\.allow_insecure_http=true"):
+        OnlineAnnotator(AnnotatorSpec(task="message", llm=dict(oni)))
+    annotate_cfg = compose_motif("annotate", ["dataset_dir=unused", "llm.base_url=http://10.0.0.5:8000/v1"])
+    assert annotate_cfg.llm.allow_insecure_http is False
+    with pytest.raises(ValueError, match=r"^llm\.base_url=.*set llm\.allow_insecure_http=true"):
+        run_annotate(annotate_cfg)
+    with pytest.raises(ValueError, match=r"bonus\.llm\.allow_insecure_http='yes' must be true or false"):
+        OnlineAnnotator(AnnotatorSpec(task="message", llm={**oni, "allow_insecure_http": "yes"}))
+
+
+@pytest.mark.unit
 def test_llm_client_settings_cannot_change_after_creation():
     client = _client("http://127.0.0.1:9/v1")
     with pytest.raises(AttributeError):

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -192,3 +193,89 @@ def test_sweep_through_submitit_then_report(slurm, tmp_path: Path) -> None:
     md = (tmp_path / "report" / "report.md").read_text()
     assert re.search(r"\| e3b \| 2 \| 1 \|", md) and re.search(r"\| none \| 2 \| 1 \|", md)
     assert "Probability of improvement over none" in md
+
+
+def _wait_for_path(pattern: str, root: Path, proc: subprocess.Popen, timeout: float) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        assert proc.poll() is None, f"the sweep ended early: {proc.communicate()[1][-3000:]}"
+        time.sleep(1)
+    raise TimeoutError(f"no {pattern} below {root} after {timeout} s")
+
+
+def _kill_task(job_id: str) -> None:
+    """SIGKILL the job's task (the trainer), as the kernel's out-of-memory killer would: no handler runs."""
+    plain_id = re.search(r"JobId=(\d+)", _run(["scontrol", "show", "job", job_id]).stdout).group(1)  # array task's own id
+    rows = [line.split() for line in _run(["scontrol", "listpids", plain_id]).stdout.splitlines()[1:]]
+    (pid,) = [int(row[0]) for row in rows if row[2:4] == ["0", "0"]]  # step 0, task 0
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("kill", [False, True], ids=["scancel", "sigkill"])
+def test_cancelled_job_ends_the_sweep_with_a_report(slurm, tmp_path: Path, kill: bool) -> None:
+    """One job of a 2-job sweep is stopped from outside while it trains. `scancel`: the run gets
+    SIGTERM, checkpoints and stops, and is not requeued. SIGKILL to the trainer: no result is written,
+    and only Slurm accounting tells the launcher that the job has ended. Either way the sweep ends in
+    bounded time and reports that job as not finished and the other one as finished."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "rlzoo.train", "-m", "launcher=slurm", "hydra.launcher.cpus_per_task=1",
+           "hydra.launcher.mem_gb=3", "hydra.launcher.timeout_min=20", "runtime=serial",
+           "total_steps=512,100000000", "logger.log_interval_s=1", *TINY, f"output_root={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    array = None
+    try:
+        long_run = _wait_for_path("sweeps/*/1_*", tmp_path, proc, timeout=300)
+        _wait_for_path("metrics.jsonl", long_run, proc, timeout=300)  # it trains
+        (task,) = long_run.parent.glob(".submitit/*_1")
+        array = task.name.split("_")[0]
+        if kill:
+            _kill_task(task.name)
+        else:
+            _run(["scancel", task.name])
+        cancelled_at = time.monotonic()
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if array is not None:
+            time.sleep(3)
+            requeued = _run(["squeue", "-h", "-j", array]).stdout.strip()
+            _run(["scancel", array])
+    assert time.monotonic() - cancelled_at < 300, "the sweep must end soon after the cancellation"
+    assert proc.returncode == 1, err[-3000:]
+    report = err[err.index("rlzoo-train: sweep"):]
+    assert "1 of 2 jobs did not finish" in report, report
+    assert re.search(r"#0 total_steps=512 \(Slurm job \d+_0\): finished, 512 env steps", report), report
+    assert (long_run.parent / re.search(r"#0 .*; \S+/(0_[^/\s]+)", report).group(1) / "summary.json").exists()
+    if kill:
+        assert re.search(r"#1 total_steps=100000000 \(Slurm job \d+_1\): (FAILED|CANCELLED\S*( by \d+)?), "
+                         r"no result: last log line: .*; log \S+_1_0_log\.out", report), report
+    else:
+        assert re.search(r"#1 total_steps=100000000 \(Slurm job \d+_1\): CANCELLED by \d+; stopped by SIGTERM "
+                         r"at env step [\d,]+ with a checkpoint", report), report
+        assert json.loads((long_run / "summary.json").read_text())["stopped_by"] == "SIGTERM"
+        assert (long_run / "checkpoints" / "latest.pt").exists()
+        assert not requeued, "the cancellation must stand: the run must not requeue its job"
+    assert f"hydra.sweep.dir={long_run.parent}" in report
+
+
+@pytest.mark.unit
+def test_sweep_report_names_each_job_by_the_overrides_that_set_it_apart() -> None:
+    from hydra_plugins.rlzoo_launcher.slurm_sweep import JobOutcome, distinguishing_overrides, sweep_report
+
+    jobs = [["bonus=none", "seed=1", "total_steps=9"], ["bonus=e3b", "seed=1", "total_steps=9"]]
+    assert distinguishing_overrides(jobs) == ["bonus=none", "bonus=e3b"]
+    done = {"stopped_by": "done", "env_steps": 1024, "run_dir": "runs/sweeps/s/0_a"}
+    outcomes = [JobOutcome(0, "bonus=none", "7_0", "COMPLETED", done, None, "log0"),
+                JobOutcome(1, "bonus=e3b", "7_1", "OUT_OF_MEMORY", None, "last log line: Killed", "log1")]
+    assert sweep_report("runs/sweeps/s", outcomes).splitlines() == [
+        "rlzoo-train: sweep runs/sweeps/s: 1 of 2 jobs did not finish",
+        "  #0 bonus=none (Slurm job 7_0): finished, 1,024 env steps; runs/sweeps/s/0_a",
+        "  #1 bonus=e3b (Slurm job 7_1): OUT_OF_MEMORY, no result: last log line: Killed; log log1",
+        "  to resume the unfinished runs from their checkpoints, rerun the command with "
+        "hydra.sweep.dir=runs/sweeps/s (finished runs end at once)",
+    ]

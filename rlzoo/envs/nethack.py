@@ -16,6 +16,7 @@ from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
 from rlzoo.envs.fast_reset import FastReset
+from rlzoo.envs.birth_date import birth_date, birth_date_address, set_birth_date
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
@@ -202,6 +203,8 @@ class NetHackEnv:
         self.success_status = getattr(self.env.StepStatus, "TASK_SUCCESSFUL", None)
         self.share_code = cfg["share_nethack_code"]
         self.fast_reset = FastReset(self.env.nethack.dlpath) if cfg["fast_reset"] else None
+        self.birth_date_address: int | None = None
+        self.fix_dates = cfg["fix_moon_phase"]  # NLE fixes the moon phase etc., we the birth date
         self.crop = AgentCrop()
         self.tty_obs: dict[str, np.ndarray] | None = None
         self._new_episode_stats()
@@ -213,6 +216,7 @@ class NetHackEnv:
         self.depth = 0
 
     def _reset_env(self) -> dict[str, np.ndarray]:
+        core = None
         if self.seedable:
             core, disp = (int(s) for s in self.rng.integers(2**63 - 1, size=2))
             # NLE's own seed(), not the subclass's: MiniHack's MiniGrid tasks override it with a
@@ -225,6 +229,10 @@ class NetHackEnv:
         reloaded = self.fast_reset is None or self.fast_reset.reloaded
         if self.share_code and reloaded:  # the reset loaded a fresh private copy of the game's code
             share_nethack_code(self.env.nethack.dlpath)
+        if core is not None and self.fix_dates:
+            if reloaded or self.birth_date_address is None:  # a fast reset keeps the library where it was
+                self.birth_date_address = birth_date_address(self.env.nethack.dlpath)
+            set_birth_date(self.birth_date_address, birth_date(core))
         self._new_episode_stats()
         return obs
 

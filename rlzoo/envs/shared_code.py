@@ -18,6 +18,8 @@ import warnings
 
 from nle.nethack.nethack import DLPATH
 
+from rlzoo.envs.deferred_signals import signals_deferred
+
 _PAGE = mmap.PAGESIZE
 _PT_LOAD, _PF_X, _PF_W = 1, 1, 2
 _PROT_READ, _PROT_EXEC = 1, 4
@@ -78,16 +80,17 @@ class _CodeSharer:
         self.verified = False
 
     def _base_address(self, dlpath: str) -> int | None:
-        handle = self.libc.dlopen(dlpath.encode(), _RTLD_LAZY | _RTLD_NOLOAD)  # no load: only look it up
-        if not handle:
-            return None
-        try:
-            link_map = ctypes.c_void_p()
-            if self.libc.dlinfo(handle, _RTLD_DI_LINKMAP, ctypes.byref(link_map)) != 0:
+        with signals_deferred():  # a handler raising between dlopen and dlclose would keep the library loaded
+            handle = self.libc.dlopen(dlpath.encode(), _RTLD_LAZY | _RTLD_NOLOAD)  # no load: only look it up
+            if not handle:
                 return None
-            return ctypes.c_size_t.from_address(link_map.value).value  # link_map.l_addr, its first field
-        finally:
-            self.libc.dlclose(handle)
+            try:
+                link_map = ctypes.c_void_p()
+                if self.libc.dlinfo(handle, _RTLD_DI_LINKMAP, ctypes.byref(link_map)) != 0:
+                    return None
+                return ctypes.c_size_t.from_address(link_map.value).value  # link_map.l_addr, its first field
+            finally:
+                self.libc.dlclose(handle)
 
     def _copy_matches_file(self, base: int) -> bool:
         """Whether the loaded copy's read-only pages equal the file's (no text relocations, same file)."""

@@ -3,12 +3,14 @@
 Standard library only. One prompt per request; callers run many at once from threads (the client
 is thread-safe: each request opens its own connection). Security: the API key is read from the
 environment variable the config names and is only ever put in the Authorization header; requests go
-to the configured base URL only (no redirects followed, no proxy), https verifies certificates, and
+to the configured base URL only (no redirects followed, no proxy), https verifies certificates, plain
+http is refused except to this machine (loopback) unless `allow_insecure_http` says otherwise, and
 the body carries nothing but the model name, sampling settings and the prompt.
 """
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import random
@@ -41,6 +43,9 @@ class LLMSettings:
     top_p: float = 0.95
     max_tokens: int = 1024
     max_concurrency: int = 16
+    # http:// sends the key and prompts in clear text; it is allowed to a loopback host only, unless
+    # this is true (a trusted network, e.g. a server on the same cluster node's private interface).
+    allow_insecure_http: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], key: str = "llm") -> "LLMSettings":
@@ -60,6 +65,14 @@ class LLMSettings:
             raise ValueError(f"{key}.base_url={self.base_url!r} must be an http:// or https:// URL")
         if parsed.username or parsed.password or parsed.query or parsed.fragment:
             raise ValueError(f"{key}.base_url must not carry credentials, a query or a fragment")
+        if not isinstance(self.allow_insecure_http, bool):
+            raise ValueError(f"{key}.allow_insecure_http={self.allow_insecure_http!r} must be true or false")
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname) and not self.allow_insecure_http:
+            raise ValueError(
+                f"{key}.base_url={self.base_url!r}: plain http to {parsed.hostname} would send the API key "
+                f"and prompts unencrypted; use https://, a loopback host (127.0.0.1, ::1, localhost), or set "
+                f"{key}.allow_insecure_http=true if the network is trusted"
+            )
         if not self.model:
             raise ValueError(f"{key}.model must name the served model")
         for name in ("timeout_s", "max_tokens", "max_concurrency"):
@@ -70,6 +83,16 @@ class LLMSettings:
                 raise ValueError(f"{key}.{name}={getattr(self, name)!r} must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"{key}.top_p={self.top_p!r} must be in (0, 1]")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a URL's host name) names this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
 
 
 # Worth retrying: the server is overloaded, restarting or briefly failing.
