@@ -14,6 +14,7 @@ from nle import nethack
 from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
+from rlzoo.envs import nethack_prompt_fixes
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
@@ -135,6 +136,9 @@ def _make_env(cfg: dict[str, Any], render: bool, recorder: TtyrecRecorder | None
     if cfg["family"] == "minihack":
         task_kwargs = fix_minigrid_kwargs(task_kwargs)
         env_class = _lean_minihack_class(env_class, kwargs["observation_keys"])
+    else:
+        env_class = nethack_prompt_fixes.task_class(env_class, cfg["prompt_fixes"])
+        task_kwargs.update(nethack_prompt_fixes.task_kwargs(cfg["action_set"]))
     return env_class(**task_kwargs)
 
 
