@@ -38,7 +38,7 @@ def model_path(tmp_path):
 
 def config(path, **kw):
     return {"name": "motif", "coef": 0.1, "extrinsic_coef": 0.1, "separate_value_head": False, "int_discount": 0.99,
-            "extrinsic_scale": 1.0, "extrinsic_clip": None, "clip_total": True, "reference_batch": 8,
+            "extrinsic_scale": 1.0, "extrinsic_clip": None, "clip_total": True, "reference_batch": 8, "grad_norm_clip": 0.0,
             "int_episodic": True, "normalize": "none", "reward_model_path": str(path), "threshold_quantile": 0.5,
             "count_exponent": 3.0, **kw}
 

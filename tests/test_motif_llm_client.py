@@ -34,6 +34,14 @@ def test_judge_labels_through_http(server):
     assert body["temperature"] == 0.1 and body["top_p"] == 0.95
 
 
+def test_a_null_top_p_is_not_sent(server):
+    judge_pair(client(server.base_url, top_p=None, max_tokens=4096), "You kill the newt!", "It's a wall.", "score")
+    body = server.requests[0]["body"]
+    assert set(body) == {"model", "messages", "temperature", "max_tokens"} and body["max_tokens"] == 4096
+    with pytest.raises(ValueError, match="top_p=1.5 must be in"):
+        client(server.base_url, top_p=1.5)
+
+
 def test_unparseable_reply_is_asked_again_once(server):
     label, reply = judge_pair(client(server.base_url, "judge-retry"), "You kill the newt!", "It's a wall.", "score")
     assert label is Label.FIRST

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from rlzoo.motif.captions import build_caption, caption_from_array, decode_message, encode_message
-from rlzoo.motif.labels import Label, parse_helpful, parse_preference
-from rlzoo.motif.prompts import GOALS, pair_prompt
+from rlzoo.motif.labels import HELPFUL_TOKEN, UNHELPFUL_TOKEN, Label, parse_message_label, parse_preference
+from rlzoo.motif.prompts import EXAMPLES, GOALS, message_prompt, pair_prompt
 
 pytestmark = pytest.mark.unit
 
@@ -38,6 +38,46 @@ def test_pair_prompt_holds_goal_and_both_captions(goal):
     assert '("best_description": None)' in prompt
 
 
+@pytest.mark.parametrize("goal, excluded", [
+    ("combat", ("gold", "deeper into the dungeon")),
+    ("gold", ("fighting", "defeating monsters", "deeper into the dungeon")),
+    ("stairs", ("fighting", "gold")),
+])
+def test_narrow_goals_say_what_never_to_favour(goal, excluded):
+    _, never = GOALS[goal].split("Never favour")
+    assert all(word in never for word in excluded)
+
+
+def test_score_and_none_exclude_nothing():
+    assert "Never" not in GOALS["score"] and GOALS["none"] == ""
+
+
+@pytest.mark.parametrize("goal", sorted(GOALS))
+def test_message_prompt_states_the_rules_examples_and_format(goal):
+    prompt = message_prompt('You see "here" a dagger.', goal)
+    # Helpful means helping to solve the game, not being informative; only extreme help is positive.
+    assert "Helpful does not mean that the message tells the player something useful" in prompt
+    assert "brings the agent closer to solving the game" in prompt
+    assert f"{HELPFUL_TOKEN} only if it is extremely helpful" in prompt
+    assert f"whether unhelpful, neutral or only mildly helpful, {UNHELPFUL_TOKEN}" in prompt
+    assert GOALS[goal] in prompt and json.dumps({"message": 'You see "here" a dagger.'}) in prompt
+    assert prompt.count("Example ") == (0 if goal == "none" else 4)
+    for tag in ("knowledge", "analysis", "label"):
+        assert f"<{tag}>" in prompt and f"</{tag}>" in prompt
+    if EXAMPLES[goal]:
+        assert prompt.index("Example 4") < prompt.index("The message to label")
+
+
+def test_examples_are_labelled_for_each_goal():
+    def verdicts(goal):
+        return [HELPFUL_TOKEN in text.rsplit(":", 1)[1] for text in EXAMPLES[goal]]
+    # kill + level up, a sign of a gold vault, a gold pickup, a neutral door (stairs: the way down).
+    assert verdicts("score") == [True, True, True, False]
+    assert verdicts("combat") == [True, False, False, False]
+    assert verdicts("gold") == [False, True, True, False]
+    assert verdicts("stairs") == [False, True, False, False] and "staircase down" in EXAMPLES["stairs"][1]
+
+
 def test_prompt_rejects_unknown_goal():
     with pytest.raises(ValueError, match="goal='speed'.*allowed"):
         pair_prompt("a", "b", "speed")
@@ -67,9 +107,19 @@ def test_parse_preference(reply, label):
 
 @pytest.mark.parametrize(
     "reply, value",
-    [('("helpful": 1)', 1), ('"helpful": 0', 0), ("helpful: yes", 1), ('("helpful": false)', 0),
-     ("It depends.", None), ('("helpful": 2)', None)],
+    [
+        (f"<knowledge> k </knowledge>\n<analysis> a </analysis>\n<label> {HELPFUL_TOKEN} </label>", 1),
+        (f"<label>{UNHELPFUL_TOKEN}</label>", 0),
+        (f"<LABEL> {HELPFUL_TOKEN}. </LABEL>", 1),
+        # The format echoed first, the answer last: the last tag decides.
+        (f"<label> {HELPFUL_TOKEN} or {UNHELPFUL_TOKEN} </label> ... <label> {UNHELPFUL_TOKEN} </label>", 0),
+        (f"<label> {HELPFUL_TOKEN}/{UNHELPFUL_TOKEN} </label>", None),  # both: no verdict
+        (f"I would say {HELPFUL_TOKEN}.", 1),                           # no tag, one token
+        ("<label> helpful </label>", None),
+        (f"<label> {HELPFUL_TOKEN}S </label>", None),                    # not the token
+        ("", None),
+        (None, None),
+    ],
 )
-def test_parse_helpful(reply, value):
-    assert parse_helpful(reply) == value
-
+def test_parse_message_label(reply, value):
+    assert parse_message_label(reply) == value

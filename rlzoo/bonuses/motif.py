@@ -3,8 +3,10 @@ preferences over NetHack messages (trained offline: `python -m rlzoo.motif colle
 
 r_int = z · 1[z > ε] / N_ep(message)^β, z the reward normalised with the training set's mean/std,
 ε a quantile of z over unique training messages, N_ep the message's count in the current episode.
-The reference code's quantile option matched no saved column and compared a float to a string; here
-the quantile level is checked against the levels saved with the model.
+Transition t is rewarded for the message of s_{t+1}, the state the action led to. The reference
+rewards the message of s_t (its learner reads the observation the action was chosen from), so a
+message pays one step late and an episode's last message never pays; rlzoo corrects this on
+purpose. This and the other differences from the reference code: docs/fidelity.md.
 """
 from __future__ import annotations
 

@@ -1,17 +1,19 @@
 """ONI (Zheng et al. 2024): Motif's idea with the LLM annotating online, while the agent trains.
 
-The learner sends each message it has not sent before (deduplicated against everything already
-labelled or in flight) to an asynchronous annotator and never waits for it. Variants (`bonus.model`):
-- retrieval: the LLM says whether a message is helpful (1) or not (0); reward = that label, 0 until
-  labelled;
-- classification: those labels train a char-CNN classifier online; reward = 1[p(helpful) > 0.5],
-  so unlabelled messages get a prediction too;
-- ranking: each new message is paired with a random seen one and the LLM's preferences train
-  Motif's reward model online; reward = z · 1[z > ε] with z normalised by the mean/std of the model's
-  reward over the messages seen (the reference normalised and then used the raw reward: here the
-  normalised one is used).
-Every variant divides by N_ep(message)^β. The reference re-queued messages already in flight; here a
-message is sent once.
+An asynchronous annotator labels what the learner sends it; the learner never waits for it.
+Variants (`bonus.model`):
+- retrieval: the LLM labels each new message extremely helpful (1) or not (0); reward = the label,
+  0 until labelled;
+- classification: those labels train a classifier online; reward = 1[p(helpful) > 0.5], so
+  unlabelled messages get a prediction too;
+- ranking: pairs of messages drawn continuously from a store of what the agent saw (every
+  `store_every`-th transition, duplicates kept, so frequent messages are drawn more often) are
+  ranked by the LLM, and the preferences train Motif's reward model online; reward = z · 1[z > ε_z]
+  with z the model's reward normalised by its running mean/std over the agent's batches.
+Every variant divides by N_ep(message)^β. Classifier and reward model train `steps_per_label_batch`
+steps each time a round of labels arrives, until `max_labels` labels (pairs) exist, then stay fixed.
+Where this differs from the reference code (it normalised the ranking reward and then used the raw
+one, lost its annotator on a server error, ...): docs/fidelity.md.
 """
 from __future__ import annotations
 
@@ -21,20 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, state_hashes
-from rlzoo.bonuses.motif import read_threshold_and_exponent
+from rlzoo.bonuses.common.normalization import RunningMeanStd
 from rlzoo.motif.captions import decode_message
 from rlzoo.motif.dataset import BL_SCORE
 from rlzoo.motif.intrinsic import count_discounted_reward
 from rlzoo.motif.oni_annotator import ANNOTATORS, MODES, AnnotatorSpec, OnlineAnnotator
 from rlzoo.motif.prompts import check_goal
-from rlzoo.motif.reward_model import CharCNN, MessageRewardModel, preference_loss
+from rlzoo.motif.reward_model import MessageClassifier, MessageRewardModel, preference_loss, preference_targets
 from rlzoo.unroll import Batch
 
 VARIANTS = ("retrieval", "classification", "ranking")
+RANKING_REWARDS = ("normalised", "reference_raw")
 
 
 class MessageTable:
@@ -63,6 +65,25 @@ class MessageTable:
         return np.stack([self.rows[i] for i in ids]) if len(ids) else np.zeros((0, 256), np.uint8)
 
 
+def sample_pairs(store_counts: np.ndarray, num_pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """[num_pairs, 2] message ids, each drawn with probability ∝ how often it entered the store.
+
+    The reference draws two entries uniformly from a list holding every stored sample, repeats
+    included; drawing ids in proportion to their counts is the same distribution in O(#messages).
+    """
+    return rng.choice(len(store_counts), size=(num_pairs, 2), p=store_counts / store_counts.sum())
+
+
+def stored_samples(flat_ids: np.ndarray, every: int) -> np.ndarray:
+    """The message ids of every `every`-th transition of a batch ([T·B] ids), as the reference
+    subsamples its learner batches."""
+    return flat_ids[::every]
+
+
+def _optional_float(cfg: Any, key: str) -> float | None:
+    return None if cfg.get(key) is None else cfg_get(cfg, key, float)
+
+
 @register_bonus("oni")
 class ONIBonus(Bonus):
     requires = "an OpenAI-compatible LLM server (bonus.llm.base_url), unless bonus.annotator=score_gain"
@@ -71,16 +92,20 @@ class ONIBonus(Bonus):
     def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:
         super().__init__(cfg, spec, model_cfg, num_envs, device)
         self.variant = cfg_get(cfg, "model", str, VARIANTS)
-        level, self.count_exponent = read_threshold_and_exponent(cfg)
-        self.threshold_quantile = level if self.variant == "ranking" else None
-        self.min_labels = cfg_get(cfg, "min_labels", int)
-        self.train_batch_size = cfg_get(cfg, "train_batch_size", int)
-        self.stats_interval = cfg_get(cfg, "stats_interval", int)
-        for key in ("min_labels", "train_batch_size", "stats_interval"):
+        self.count_exponent = cfg_get(cfg, "count_exponent", float)
+        if self.count_exponent < 0:
+            raise ValueError(f"bonus.count_exponent={self.count_exponent} must be >= 0")
+        self.threshold_z = _optional_float(cfg, "threshold_z")
+        self.ranking_reward = cfg_get(cfg, "ranking_reward", str, RANKING_REWARDS)
+        for key in ("store_every", "pairs_per_update", "train_batch_size", "steps_per_label_batch", "max_labels"):
+            setattr(self, key, cfg_get(cfg, key, int))
             if getattr(self, key) < 1:
                 raise ValueError(f"bonus.{key}={getattr(self, key)} must be >= 1")
+        self.grad_clip = _optional_float(cfg, "ranking_grad_clip")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"bonus.ranking_grad_clip={self.grad_clip} must be > 0 or null")
         annotator = cfg_get(cfg, "annotator", str, ANNOTATORS)
-        mode = cfg_get(cfg, "annotator_mode", str, MODES)
+        self.annotator_mode = cfg_get(cfg, "annotator_mode", str, MODES)
         llm = cfg.get("llm")
         self.annotator_spec = AnnotatorSpec(
             task="pair" if self.variant == "ranking" else "message",
@@ -88,54 +113,77 @@ class ONIBonus(Bonus):
             goal=check_goal(cfg_get(cfg, "goal", str), "bonus.goal"),
             batch_size=cfg_get(cfg, "annotation_batch_size", int),
             llm=dict(llm) if llm is not None and annotator == "llm" else None,
+            max_attempts=cfg_get(cfg, "max_attempts", int),
         )
-        self.annotator_mode = mode
-        self.annotator = OnlineAnnotator(self.annotator_spec, mode)
+        if self.annotator_spec.max_attempts < 1 or self.annotator_spec.batch_size < 1:
+            raise ValueError("bonus.max_attempts and bonus.annotation_batch_size must be >= 1")
+        self.annotator = OnlineAnnotator(self.annotator_spec, self.annotator_mode)
         self.table = MessageTable()
-        self.pairs: list[tuple[int, int, int]] = []          # (id_a, id_b, Label) for ranking
+        self.given_up: set[int] = set()                      # messages whose requests kept failing
+        self.store_counts = np.zeros(0, dtype=np.int64)      # ranking: stored samples per message
+        self.pairs: list[tuple[int, int, int]] = []          # ranking: (id_a, id_b, Label)
         self.pending_pairs: dict[int, tuple[int, int]] = {}  # pair key → ids, while in flight
         self._next_pair_key = 0
         self.rng = np.random.default_rng(0)
         self.episodic_counts = EpisodicCounts(num_envs)
-        self.updates = 0
+        self.reward_stats = RunningMeanStd()                 # ranking: the model's reward on agent batches
         self.trained = False
+        self.train_steps = 0
+        self._steps_due = 0
         if self.variant == "classification":
-            self.net: nn.Module = nn.Sequential(CharCNN(), nn.Linear(64, 1))
+            self.net: torch.nn.Module = MessageClassifier()
         elif self.variant == "ranking":
             self.net = MessageRewardModel()
-        self.mean, self.std, self.epsilon = 0.0, 1.0, None
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [] if self.variant == "retrieval" else list(self.net.parameters())
+
+    def labelled(self) -> int:
+        if self.variant == "ranking":
+            return len(self.pairs)
+        return int(np.sum(~np.isnan(self.table.labels)))
 
     # ---- annotation traffic ---------------------------------------------------------------------
     def _receive(self) -> None:
+        rounds = self.annotator.label_rounds
         for key, value in self.annotator.poll():
             if self.variant == "ranking":
                 a, b = self.pending_pairs.pop(key)
                 if value is not None:
                     self.pairs.append((a, b, int(value)))
+            elif value is None:
+                self.given_up.add(key)  # stays unlabelled: reward 0, no training label
             else:
-                # No verdict after the retry counts as "not helpful", as an unlabelled message would.
-                self.table.labels[key] = float(value or 0)
+                self.table.labels[key] = float(value)
+        new_rounds = self.annotator.label_rounds - rounds
+        if self.variant != "retrieval" and new_rounds and self.labelled() < self.max_labels:
+            self._steps_due += self.steps_per_label_batch * new_rounds
 
-    def _send(self, new_ids: list[int]) -> None:
-        if not new_ids:
+    def _message_job(self, i: int) -> tuple[int, Any]:
+        return i, (self.table.text(i), self.table.gains[i])
+
+    def _pair_job(self, key: int, a: int, b: int) -> tuple[int, Any]:
+        return key, ((self.table.text(a), self.table.gains[a]), (self.table.text(b), self.table.gains[b]))
+
+    def _unasked(self) -> list[int]:
+        return [i for i, label in enumerate(self.table.labels) if np.isnan(label) and i not in self.given_up]
+
+    def _ask_messages(self, new_ids: list[int]) -> None:
+        # A frozen classifier has no use for more labels; retrieval always has.
+        if self.variant == "classification" and self.labelled() >= self.max_labels:
             return
-        if self.variant != "ranking":
-            self.annotator.submit([(i, (self.table.text(i), self.table.gains[i])) for i in new_ids])
+        self.annotator.submit([self._message_job(i) for i in new_ids])
+
+    def _ask_pairs(self) -> None:
+        """A few pairs per update while the annotator has less than two rounds of work queued."""
+        if (len(self.pairs) >= self.max_labels or not self.store_counts.any()
+                or self.annotator.backlog >= 2 * self.annotator_spec.batch_size):
             return
         jobs = []
-        for i in new_ids:
-            # Pair each new message with a random other one seen so far (the first waits for a partner).
-            if len(self.table) < 2:
-                continue
-            j = int(self.rng.integers(len(self.table) - 1))
-            j += j >= i
-            key = self._next_pair_key
-            self._next_pair_key += 1
-            self.pending_pairs[key] = (i, j)
-            jobs.append((key, ((self.table.text(i), self.table.gains[i]), (self.table.text(j), self.table.gains[j]))))
+        for a, b in sample_pairs(self.store_counts, self.pairs_per_update, self.rng).tolist():
+            key, self._next_pair_key = self._next_pair_key, self._next_pair_key + 1
+            self.pending_pairs[key] = (a, b)
+            jobs.append(self._pair_job(key, a, b))
         self.annotator.submit(jobs)
 
     def _ensure_annotator(self) -> None:
@@ -144,11 +192,9 @@ class ONIBonus(Bonus):
             return
         self.annotator = OnlineAnnotator(self.annotator_spec, self.annotator_mode)
         if self.variant == "ranking":
-            lost = list(self.pending_pairs.items())
-            self.annotator.submit([(k, ((self.table.text(a), self.table.gains[a]), (self.table.text(b), self.table.gains[b])))
-                                   for k, (a, b) in lost])
+            self.annotator.submit([self._pair_job(k, a, b) for k, (a, b) in self.pending_pairs.items()])
         else:
-            self._send([i for i, label in enumerate(self.table.labels) if np.isnan(label)])
+            self._ask_messages(self._unasked())
 
     # ---- reward ------------------------------------------------------------------------------------
     def compute(self, batch: Batch, ctx: BatchContext) -> tuple[torch.Tensor, Any]:
@@ -160,8 +206,7 @@ class ONIBonus(Bonus):
         score = obs["blstats"][..., BL_SCORE].cpu().numpy().astype(np.float64)
         gains = np.where(ctx.dones.cpu().numpy(), 0.0, score[1:] - score[:-1])
         steps, cols = gains.shape
-        flat_keys = keys[1:].reshape(-1)
-        uniq, first, inverse = np.unique(flat_keys, return_index=True, return_inverse=True)
+        uniq, first, inverse = np.unique(keys[1:].reshape(-1), return_index=True, return_inverse=True)
         ids = np.empty(len(uniq), dtype=np.int64)
         new_ids = []
         flat_rows = messages[1:].reshape(steps * cols, -1)
@@ -172,75 +217,87 @@ class ONIBonus(Bonus):
                 known = self.table.add(key, flat_rows[pos], float(flat_gains[pos]))
                 new_ids.append(known)
             ids[u] = known
-        self._send(new_ids)
-        values = self._values(ids)[inverse].reshape(steps, cols)
+        if self.variant == "ranking":
+            self.store_counts = np.pad(self.store_counts, (0, len(self.table) - len(self.store_counts)))
+            np.add.at(self.store_counts, stored_samples(ids[inverse], self.store_every), 1)
+            self._ask_pairs()
+        else:
+            self._ask_messages(new_ids)
+        values = self._values(ids, inverse).reshape(steps, cols)
         counts = self.episodic_counts.visit(keys, ctx)
-        reward = count_discounted_reward(values, counts, self.epsilon, self.count_exponent)
+        threshold = self.threshold_z if self.variant == "ranking" and self.ranking_reward == "normalised" else None
+        reward = count_discounted_reward(values, counts, threshold, self.count_exponent)
         return torch.as_tensor(reward, device=self.device), None
 
     @torch.no_grad()
-    def _values(self, ids: np.ndarray) -> np.ndarray:
-        """Per-message value before the count division, for the distinct messages `ids`."""
+    def _values(self, ids: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+        """Per-transition value before the count division; `ids[inverse]` are the transitions' messages."""
         if self.variant == "retrieval":
-            return np.nan_to_num(np.asarray(self.table.labels, dtype=np.float64)[ids], nan=0.0)
-        if not self.trained:
-            return np.zeros(len(ids))
-        rows = torch.as_tensor(self.table.matrix(ids), device=self.device)
-        out = self.net(rows).reshape(-1)
+            return np.nan_to_num(np.asarray(self.table.labels, dtype=np.float64)[ids], nan=0.0)[inverse]
+        if not self.trained:  # an untrained network's output is noise: no reward yet
+            return np.zeros(len(inverse))
+        self.net.eval()
+        out = self.net(torch.as_tensor(self.table.matrix(ids), device=self.device)).double()
         if self.variant == "classification":
-            return (out > 0).double().cpu().numpy()  # logit > 0 ⇔ p(helpful) > 0.5
-        return ((out.double() - self.mean) / self.std).cpu().numpy()
+            return (out > 0).double().cpu().numpy()[inverse]  # logit > 0 ⇔ p(helpful) > 0.5
+        per_transition = out[torch.as_tensor(inverse, device=out.device)]
+        if self.ranking_reward == "reference_raw":
+            return per_transition.cpu().numpy()
+        self.reward_stats.update(per_transition)  # frequency-weighted: every transition counts
+        std = self.reward_stats.std().clamp_min(1e-8)
+        return ((per_transition - self.reward_stats.mean) / std).cpu().numpy()
 
     # ---- online training -------------------------------------------------------------------------
-    def losses(self, batch: Batch, aux: Any) -> dict[str, torch.Tensor]:
-        if self.variant == "retrieval":
-            return {}
+    def _label_loss(self) -> tuple[str, torch.Tensor]:
         if self.variant == "classification":
             labels = np.asarray(self.table.labels)
             labelled = np.flatnonzero(~np.isnan(labels))
-            if len(labelled) < self.min_labels:
-                return {}
             pick = self.rng.choice(labelled, size=min(self.train_batch_size, len(labelled)), replace=False)
-            logits = self.net(torch.as_tensor(self.table.matrix(pick), device=self.device)).reshape(-1)
+            logits = self.net(torch.as_tensor(self.table.matrix(pick), device=self.device))
             target = torch.as_tensor(labels[pick], dtype=torch.float32, device=self.device)
-            return {"oni_classifier": F.binary_cross_entropy_with_logits(logits, target)}
-        if len(self.pairs) < self.min_labels:
-            return {}
+            return "oni_classifier", F.binary_cross_entropy_with_logits(logits, target)
         pick = self.rng.choice(len(self.pairs), size=min(self.train_batch_size, len(self.pairs)), replace=False)
         chosen = np.asarray(self.pairs, dtype=np.int64)[pick]
-        target = torch.as_tensor(np.select([chosen[:, 2] == 0, chosen[:, 2] == 1], [1.0, 0.0], 0.5),
-                                 dtype=torch.float32, device=self.device)
+        target = torch.as_tensor(preference_targets(chosen[:, 2])[0], device=self.device)
         r_a = self.net(torch.as_tensor(self.table.matrix(chosen[:, 0]), device=self.device))
         r_b = self.net(torch.as_tensor(self.table.matrix(chosen[:, 1]), device=self.device))
-        return {"oni_reward_model": preference_loss(r_a, r_b, target)}
+        return "oni_reward_model", preference_loss(r_a, r_b, target)
 
-    @torch.no_grad()
-    def _refresh_statistics(self) -> None:
-        """Ranking: mean/std of the reward over every message seen, and ε over the same set."""
-        rows = torch.as_tensor(self.table.matrix(np.arange(len(self.table))), device=self.device)
-        rewards = torch.cat([self.net(rows[s:s + 4096]) for s in range(0, len(rows), 4096)]).double().cpu().numpy()
-        self.mean = float(rewards.mean())
-        self.std = float(rewards.std()) or 1.0
-        if self.threshold_quantile is not None:
-            self.epsilon = float(np.quantile((rewards - self.mean) / self.std, self.threshold_quantile))
+    def train_step(self, batch: Batch, aux: Any) -> dict[str, float]:
+        """The steps owed for the label rounds that arrived (none otherwise)."""
+        steps, self._steps_due = self._steps_due, 0
+        if not steps:
+            return {}
+        self.net.train()
+        losses = []
+        for _ in range(steps):
+            name, loss = self._label_loss()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.variant == "ranking" and self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+            self.optimizer.step()
+            losses.append(loss.item())
+        self.trained = True
+        self.train_steps += steps
+        return {f"loss/{name}": float(np.mean(losses))}
 
     def update(self, batch: Batch) -> dict[str, float]:
         start = time.perf_counter()
         metrics = super().update(batch)
-        if metrics.get("loss/oni_classifier") is not None or metrics.get("loss/oni_reward_model") is not None:
-            self.trained = True
-            self.updates += 1
-            if self.variant == "ranking" and (self.updates == 1 or self.updates % self.stats_interval == 0):
-                self._refresh_statistics()
-        labelled = (int(np.sum(~np.isnan(self.table.labels))) if self.variant != "ranking" else len(self.pairs))
         metrics.update({
             "bonus/oni_messages": float(len(self.table)),
-            "bonus/oni_labelled": float(labelled),
+            "bonus/oni_labelled": float(self.labelled()),
             "bonus/oni_backlog": float(self.annotator.backlog),
             "bonus/oni_labels_per_s": self.annotator.labels_per_s(),
             "bonus/oni_failed": float(self.annotator.failed),
+            "bonus/oni_train_steps": float(self.train_steps),
             "bonus/oni_update_ms": 1000.0 * (time.perf_counter() - start),
         })
+        if self.variant == "ranking":
+            metrics["bonus/oni_stored"] = float(self.store_counts.sum())
+            metrics["bonus/oni_reward_mean"] = float(self.reward_stats.mean)
+            metrics["bonus/oni_reward_std"] = float(self.reward_stats.std())
         return metrics
 
     def close(self) -> None:
@@ -254,10 +311,11 @@ class ONIBonus(Bonus):
             "message_rows": torch.as_tensor(self.table.matrix(np.arange(len(self.table)))),
             "message_gains": list(self.table.gains),
             "message_labels": list(self.table.labels),
+            "given_up": sorted(self.given_up),
+            "store_counts": torch.as_tensor(self.store_counts),
             "pairs": [list(p) for p in self.pairs],
             "trained": self.trained,
-            "updates": self.updates,
-            "normalisation": [self.mean, self.std, self.epsilon],
+            "train_steps": self.train_steps,
         }
 
     def set_extra_state(self, state: dict) -> None:
@@ -266,10 +324,11 @@ class ONIBonus(Bonus):
         rows = state["message_rows"].numpy()
         for key, row, gain, label in zip(state["message_keys"], rows, state["message_gains"], state["message_labels"]):
             self.table.labels[self.table.add(int(key), row, float(gain))] = float(label)
+        self.given_up = set(state["given_up"])
+        self.store_counts = state["store_counts"].numpy().astype(np.int64)
         self.pairs = [tuple(p) for p in state["pairs"]]
-        self.trained, self.updates = bool(state["trained"]), int(state["updates"])
-        self.mean, self.std, self.epsilon = state["normalisation"]
-        # What was in flight when the checkpoint was written is asked again.
+        self.trained, self.train_steps = bool(state["trained"]), int(state["train_steps"])
+        # What was in flight when the checkpoint was written is asked again (pairs: drawn afresh).
         self.pending_pairs = {}
         if self.variant != "ranking":
-            self._send([i for i, label in enumerate(self.table.labels) if np.isnan(label)])
+            self._ask_messages(self._unasked())

@@ -15,8 +15,9 @@ from nle import nethack
 from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
-from rlzoo.envs.fast_reset import FastReset
+from rlzoo.envs import nethack_prompt_fixes
 from rlzoo.envs.birth_date import birth_date, birth_date_address, set_birth_date
+from rlzoo.envs.fast_reset import FastReset
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.shared_code import share_nethack_code
@@ -138,6 +139,9 @@ def _make_env(cfg: dict[str, Any], render: bool, recorder: TtyrecRecorder | None
     if cfg["family"] == "minihack":
         task_kwargs = fix_minigrid_kwargs(task_kwargs)
         env_class = _lean_minihack_class(env_class, kwargs["observation_keys"])
+    else:
+        env_class = nethack_prompt_fixes.task_class(env_class, cfg["prompt_fixes"])
+        task_kwargs.update(nethack_prompt_fixes.task_kwargs(cfg["action_set"]))
     return env_class(**task_kwargs)
 
 

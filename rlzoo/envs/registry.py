@@ -33,6 +33,9 @@ PROCGEN_DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration"
 # Modes only some games implement; procgen's C++ aborts the whole process on other games.
 # ("exploration" is a single fixed hard level per game.)
 NETHACK_OBSERVATIONS = ("symbolic", "tty", "both")  # env.observation: what a NetHack/MiniHack agent sees
+# NetHack only (rlzoo/envs/nethack_prompt_fixes.py): how prompts are answered, which keys the agent has.
+PROMPT_FIXES = ("none", "motif", "oni")
+ACTION_SETS = ("task", "oni_extended")
 
 PROCGEN_MODE_GAMES = {
     "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
@@ -144,6 +147,8 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         if cfg["observation"] not in NETHACK_OBSERVATIONS:
             raise _bad_value("env.observation", cfg["observation"], NETHACK_OBSERVATIONS)
         _check_recording(cfg)
+        if family == "nethack":
+            _check_prompt_fixes(cfg)
     else:
         mode = cfg["distribution_mode"]
         if mode not in PROCGEN_DISTRIBUTION_MODES:
@@ -169,6 +174,19 @@ def _check_recording(cfg: Mapping[str, Any]) -> None:
             f"env.save_ttyrec_every={cfg['save_ttyrec_every']} needs env.ttyrec_dir, the directory the "
             "ttyrecs go to (e.g. <run dir>/ttyrecs)"
         )
+
+
+def _check_prompt_fixes(cfg: Mapping[str, Any]) -> None:
+    if cfg["prompt_fixes"] not in PROMPT_FIXES:
+        raise _bad_value("env.prompt_fixes", cfg["prompt_fixes"], PROMPT_FIXES)
+    if cfg["action_set"] not in ACTION_SETS:
+        raise _bad_value("env.action_set", cfg["action_set"], ACTION_SETS)
+    if cfg["action_set"] == "oni_extended" and cfg["prompt_fixes"] != "oni":
+        raise ValueError(f"env.action_set=oni_extended needs env.prompt_fixes=oni (it answers the CAST and QUAFF "
+                         f"prompts), got env.prompt_fixes={cfg['prompt_fixes']!r}")
+    if cfg["name"] == "NetHackChallenge-v0" and (cfg["prompt_fixes"], cfg["action_set"]) != ("none", "task"):
+        raise ValueError("env.prompt_fixes / env.action_set apply to the tasks with NLE's prompt skipping; "
+                         "NetHackChallenge-v0 has the full keyboard and skips nothing: keep none / task")
 
 
 def _check_held_out(cfg: Mapping[str, Any]) -> None:

@@ -5,9 +5,9 @@ import concurrent.futures as cf
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .labels import Label, parse_helpful, parse_preference
+from .labels import Label, parse_message_label, parse_preference
 from .llm_client import ChatClient, LLMError, LLMUnreachableError
-from .prompts import HELPFUL_RETRY_PROMPT, RETRY_PROMPT, SYSTEM_PROMPT, message_prompt, pair_prompt
+from .prompts import RETRY_PROMPT, SYSTEM_PROMPT, message_prompt, pair_prompt
 
 
 @dataclass(frozen=True)
@@ -36,33 +36,30 @@ def compare(first: float, second: float) -> Label:
     return Label.TIE
 
 
-def judge_pair(client: ChatClient, first: str, second: str, goal: str) -> tuple[Label, str]:
-    """Ask once; if the reply has no parseable verdict, ask once more in the same conversation."""
+def judge_pair(client: ChatClient, first: str, second: str, goal: str, retry: bool = True) -> tuple[Label, str]:
+    """Ask once; if the reply has no parseable verdict and `retry` (Motif; ONI asks once), ask once
+    more in the same conversation."""
     conversation = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": pair_prompt(first, second, goal)},
     ]
     reply = client.chat(conversation)
     label = parse_preference(reply)
-    if label is Label.UNKNOWN:
+    if label is Label.UNKNOWN and retry:
         conversation += [{"role": "assistant", "content": reply}, {"role": "user", "content": RETRY_PROMPT}]
         reply = client.chat(conversation)
         label = parse_preference(reply)
     return label, reply
 
 
-def judge_message(client: ChatClient, message: str, goal: str) -> int | None:
-    """ONI: 1 if the LLM calls the message helpful, 0 if not, None if it never says."""
-    conversation = [
+def judge_message(client: ChatClient, message: str, goal: str) -> int:
+    """ONI: 1 if the LLM labels the message extremely helpful, else 0. As in the reference, a reply
+    without a readable label counts as 0 and is not asked again; failed requests raise LLMError."""
+    reply = client.chat([
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": message_prompt(message, goal)},
-    ]
-    reply = client.chat(conversation)
-    verdict = parse_helpful(reply)
-    if verdict is None:
-        conversation += [{"role": "assistant", "content": reply}, {"role": "user", "content": HELPFUL_RETRY_PROMPT}]
-        verdict = parse_helpful(client.chat(conversation))
-    return verdict
+    ])
+    return parse_message_label(reply) or 0
 
 
 class ScoreGainAnnotator:

@@ -18,7 +18,12 @@ _CHOICE = re.compile(
     r"""["'`]?best[_ ]description["'`]?\s*[:=]\s*["'`]?(1|2|none|null|neither)\b""",
     re.IGNORECASE,
 )
-_HELPFUL = re.compile(r"""["'`]?helpful["'`]?\s*[:=]\s*["'`]?(1|0|yes|no|true|false)\b""", re.IGNORECASE)
+# ONI's per-message labels: two arbitrary tokens (no word the model already reads as a verdict),
+# answered inside <label> ... </label>.
+HELPFUL_TOKEN = "ALPHA"
+UNHELPFUL_TOKEN = "OMEGA"
+_LABEL_TAG = re.compile(r"<label>(.*?)</label>", re.IGNORECASE | re.DOTALL)
+_TOKENS = re.compile(rf"\b({HELPFUL_TOKEN}|{UNHELPFUL_TOKEN})\b")
 
 
 def parse_preference(reply: str | None) -> Label:
@@ -36,11 +41,16 @@ def parse_preference(reply: str | None) -> Label:
     return Label.TIE
 
 
-def parse_helpful(reply: str | None) -> int | None:
-    """ONI's per-message judgement: 1 helpful, 0 not, None when the reply has no declaration."""
+def parse_message_label(reply: str | None) -> int | None:
+    """ONI's per-message verdict: 1 helpful, 0 not, None when the reply does not say.
+
+    The last <label> tag decides; without one, a reply naming exactly one of the tokens does. A tag
+    (or reply) naming both tokens, as when the format line is echoed, says nothing.
+    """
     if not reply:
         return None
-    matches = _HELPFUL.findall(reply)
-    if not matches:
+    tags = _LABEL_TAG.findall(reply)
+    found = set(_TOKENS.findall(tags[-1] if tags else reply))
+    if len(found) != 1:
         return None
-    return 1 if matches[-1].lower() in ("1", "yes", "true") else 0
+    return int(found.pop() == HELPFUL_TOKEN)

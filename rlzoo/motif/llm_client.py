@@ -40,7 +40,7 @@ class LLMSettings:
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
     temperature: float = 0.1       # Motif's generation settings
-    top_p: float = 0.95
+    top_p: float | None = 0.95     # None: not sent (the server's default; ONI's setting)
     max_tokens: int = 1024
     max_concurrency: int = 16
     # http:// sends the key and prompts in clear text; it is allowed to a loopback host only, unless
@@ -81,8 +81,8 @@ class LLMSettings:
         for name in ("max_retries", "backoff_s", "max_backoff_s", "temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{key}.{name}={getattr(self, name)!r} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"{key}.top_p={self.top_p!r} must be in (0, 1]")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"{key}.top_p={self.top_p!r} must be in (0, 1] or null")
 
 
 def is_loopback(host: str) -> bool:
@@ -114,15 +114,14 @@ class ChatClient:
     def chat(self, messages: list[dict[str, str]]) -> str:
         """Send one conversation; return the assistant's text. Retries transient failures with
         exponential back-off; raises LLMUnreachableError if no attempt could connect."""
-        body = json.dumps(
-            {
-                "model": self.settings.model,
-                "messages": messages,
-                "temperature": self.settings.temperature,
-                "top_p": self.settings.top_p,
-                "max_tokens": self.settings.max_tokens,
-            }
-        ).encode()
+        request = {
+            "model": self.settings.model,
+            "messages": messages,
+            "temperature": self.settings.temperature,
+            "top_p": self.settings.top_p,
+            "max_tokens": self.settings.max_tokens,
+        }
+        body = json.dumps({k: v for k, v in request.items() if v is not None}).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"

@@ -5,7 +5,7 @@ same HTTP protocol as vLLM / llama.cpp / Ollama, so the real client is exercised
 judge prefers the description with more progress words (kills, gold, stairs). The `model` name picks
 a behaviour, to test failure handling:
   judge            answers correctly
-  judge-retry      first reply has no verdict; the retry gets one
+  judge-retry      first reply has no verdict; a retry turn gets one
   judge-garbage    never gives a verdict
   judge-slow       sleeps `slow_s` before answering
   judge-flaky      HTTP 500 for the first `flaky_failures` requests of each prompt
@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from rlzoo.motif.labels import HELPFUL_TOKEN, UNHELPFUL_TOKEN
 
 PROGRESS_WORDS = ("kill", "gold", "stairs", "destroy", "welcome to experience level")
 _DESCRIPTION = re.compile(r'\{"description_([12])": ("(?:[^"\\]|\\.)*")\}')
@@ -40,8 +42,9 @@ def judge(prompt: str) -> str:
         return f'Both descriptions are short. ("best_description": {choice})'
     message = _MESSAGE.search(prompt)
     if message:
-        helpful = int(progress_score(json.loads(message.group(1))) > 0)
-        return f'("helpful": {helpful})'
+        helpful = progress_score(json.loads(message.group(1))) > 0
+        return ("<knowledge> NetHack is a roguelike. </knowledge>\n<analysis> A short message. </analysis>\n"
+                f"<label> {HELPFUL_TOKEN if helpful else UNHELPFUL_TOKEN} </label>")
     return "I cannot find the descriptions."
 
 

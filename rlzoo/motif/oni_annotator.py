@@ -3,8 +3,13 @@
 The learner only ever calls `submit` and `poll`, which never block. The annotator runs in a thread
 of the learner's process or in its own process (`mode`), keeps its backlog itself and always takes
 the newest jobs first, `batch_size` at a time, with the LLM requests of a batch in flight together.
-If the server is unreachable the batch goes back to the backlog and the annotator waits and retries:
-the learner carries on with the labels it has.
+
+A failed request never becomes a label. If the server cannot be reached at all, the batch goes back
+on top of the backlog and the annotator waits and tries again, for as long as it takes; the learner
+carries on with the labels it has. A request the server took but did not answer usably (timeouts or
+errors after the client's retries) is asked again after the newer work, up to `max_attempts` times
+in all, and then given up: its result is None. A reply without a readable verdict is an answer:
+"not helpful" for a message, a tie for a pair, as in the ONI reference.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ MODES = ("thread", "process")
 
 # A job: (key, payload). Message job payload: (text, score_gain). Pair job payload:
 # ((text_1, gain_1), (text_2, gain_2)). Result: (key, value) with value 0/1 (message: helpful?),
-# a Label value (pair), or None when the LLM never gave a verdict.
+# a Label value (pair), or None when its requests kept failing and it was given up.
 Job = tuple[int, Any]
 Result = tuple[int, int | None]
 
@@ -39,9 +44,10 @@ class AnnotatorSpec:
     batch_size: int = 100             # ONI labels the newest ~100 messages at a time
     llm: dict | None = None           # LLMSettings fields, for annotator="llm"
     retry_wait_s: float = 5.0         # pause after the server could not be reached
+    max_attempts: int = 3             # asks of a job whose requests fail (not unreachable) before giving up
 
 
-def _label_one(spec: AnnotatorSpec, client: ChatClient | None, payload: Any) -> int | None:
+def _label_one(spec: AnnotatorSpec, client: ChatClient | None, payload: Any) -> int:
     if spec.task == "message":
         text, gain = payload
         if client is None:
@@ -52,15 +58,16 @@ def _label_one(spec: AnnotatorSpec, client: ChatClient | None, payload: Any) -> 
         return int(Label.TIE)
     if client is None:
         return int(compare(gain_1, gain_2))
-    label, _ = judge_pair(client, text_1, text_2, spec.goal)
-    return None if label is Label.UNKNOWN else int(label)
+    label, _ = judge_pair(client, text_1, text_2, spec.goal, retry=False)
+    return int(Label.TIE if label is Label.UNKNOWN else label)
 
 
 def serve(inbox: Any, outbox: Any, stop: Any, spec: AnnotatorSpec) -> None:
     """The annotator loop (thread or process body)."""
     client = ChatClient(LLMSettings(**spec.llm)) if spec.annotator == "llm" else None
     width = client.settings.max_concurrency if client else 1
-    backlog: deque[Job] = deque()
+    backlog: deque[Job] = deque()   # newest on the right
+    failures: dict[int, int] = {}   # key → failed asks so far
     with cf.ThreadPoolExecutor(width, thread_name_prefix="oni-llm") as pool:
         while not stop.is_set():
             try:
@@ -73,22 +80,30 @@ def serve(inbox: Any, outbox: Any, stop: Any, spec: AnnotatorSpec) -> None:
             if not backlog:
                 continue
             jobs = [backlog.pop() for _ in range(min(spec.batch_size, len(backlog)))]  # newest first
-            futures = {pool.submit(_label_one, spec, client, payload): key for key, payload in jobs}
+            futures = [pool.submit(_label_one, spec, client, payload) for _, payload in jobs]
             results: list[Result] = []
-            retry: list[Job] = []
+            unreachable: list[Job] = []
+            later: list[Job] = []
             errors: list[str] = []
             for future, (key, payload) in zip(futures, jobs):
                 try:
                     results.append((key, future.result()))
+                    failures.pop(key, None)
                 except LLMUnreachableError as exc:
-                    retry.append((key, payload))
+                    unreachable.append((key, payload))
                     errors.append(str(exc))
                 except LLMError as exc:
-                    results.append((key, None))
                     errors.append(str(exc))
-            backlog.extend(reversed(retry))  # back on top: still the newest
+                    failures[key] = failures.get(key, 0) + 1
+                    if failures[key] >= spec.max_attempts:
+                        results.append((key, None))
+                        del failures[key]
+                    else:
+                        later.append((key, payload))
+            backlog.extend(reversed(unreachable))  # back on top: still the newest
+            backlog.extendleft(later)              # after everything newer
             outbox.put(("results", results, errors[-1] if errors else None))
-            if retry:
+            if unreachable:
                 stop.wait(spec.retry_wait_s)
 
 
@@ -118,7 +133,8 @@ class OnlineAnnotator:
         self._worker.start()
         self.submitted = 0
         self.completed = 0
-        self.failed = 0
+        self.failed = 0          # jobs given up after max_attempts failed asks
+        self.label_rounds = 0    # annotation rounds that returned at least one label
         self.last_error: str | None = None
         self._rate_time = time.monotonic()
         self._rate_count = 0
@@ -137,6 +153,7 @@ class OnlineAnnotator:
             except queue.Empty:
                 break
             out.extend(results)
+            self.label_rounds += any(value is not None for _, value in results)
             if error:
                 self.last_error = error
         self.completed += len(out)

@@ -1,10 +1,15 @@
-"""Motif's prompt structure: a judge persona, a goal variant, two captions, a fixed answer format.
+"""The LLM prompts of Motif (a pair of captions) and ONI (one message), in our own words.
 
-The wording is ours; the structure follows the paper: the model recalls NetHack and its goal, reads
-the goal variant, analyses each description, compares them, and ends with a declaration the parser
-in `labels.py` understands. ONI's per-message prompt (retrieval / classification) reuses the persona.
+Motif's pair prompt: a judge persona, then the model recalls NetHack and its goal, reads the goal
+variant, analyses each description, compares them, and ends with a declaration `labels.py` parses.
+ONI ranking asks the same pair prompt. ONI retrieval and classification ask about one message: the
+model recalls NetHack, analyses the message and labels it with one of two arbitrary tokens, where
+"helpful" means bringing the agent closer to solving the game (not being informative), and only
+extremely helpful messages get the positive token. Four labelled examples follow the goal.
 """
 import json
+
+from .labels import HELPFUL_TOKEN, UNHELPFUL_TOKEN
 
 SYSTEM_PROMPT = (
     "You are an expert, honest judge of play in the game NetHack, assessing how much progress an "
@@ -13,16 +18,25 @@ SYSTEM_PROMPT = (
 )
 
 # Goal variants of the paper: score (the default), none ("zero knowledge": no goal hint), combat,
-# gold and stairs.
+# gold and stairs. Each narrow goal also says what never to favour, as the reference's do.
 GOALS: dict[str, str] = {
     "score": (
         "Favour the agent that raises its in-game score, for example by defeating monsters, "
         "picking up gold or descending the dungeon's stairs."
     ),
     "none": "",
-    "combat": "Favour the agent that fights, for example by defeating monsters.",
-    "gold": "Favour the agent that gathers the most gold.",
-    "stairs": "Favour the agent that goes down the stairs to deeper dungeon levels.",
+    "combat": (
+        "Favour the agent that fights, for example by defeating monsters. Never favour an agent "
+        "that picks up any gold or that goes deeper into the dungeon."
+    ),
+    "gold": (
+        "Favour the agent that gathers the most gold. Never favour an agent that raises its score "
+        "in other ways, such as fighting or defeating monsters, or that goes deeper into the dungeon."
+    ),
+    "stairs": (
+        "Favour the agent that goes as deep into the dungeon as it can. Never favour an agent that "
+        "chases the score in other ways, such as fighting, or that picks up any gold."
+    ),
 }
 
 _PAIR_TEMPLATE = (
@@ -41,14 +55,44 @@ RETRY_PROMPT = (
 )
 
 _MESSAGE_TEMPLATE = (
-    "Below is one message the game NetHack showed to an agent. Start by summarising what you know "
-    "about NetHack and what its goal is. {goal}"
-    "Next, explain what the message means for the agent. Finally, state whether seeing this "
-    'message indicates progress towards the goal by ending with exactly ("helpful": 1) or '
-    '("helpful": 0).\n{message}'
+    "Context: I am playing NetHack and will show you one message the game displayed.\n\n"
+    "Task: first, summarise what you know about NetHack and what its goal is. Then analyse what the "
+    "message means, using your knowledge of the game. Finally, label whether the situation the "
+    "message reports is helpful or unhelpful for making progress towards the goal.\n"
+    "Helpful does not mean that the message tells the player something useful for the next "
+    "decision; it means that the situation brings the agent closer to solving the game.\n"
+    "{goal}"
+    f"Label a message {HELPFUL_TOKEN} only if it is extremely helpful. Label every other message, "
+    f"whether unhelpful, neutral or only mildly helpful, {UNHELPFUL_TOKEN}.\n\n"
+    "{examples}"
+    "The message to label: {message}\n\n"
+    "Answer strictly in this format, with nothing before or after it:\n"
+    "<knowledge> what you know about NetHack </knowledge>\n"
+    "<analysis> one sentence analysing the message </analysis>\n"
+    f"<label> {HELPFUL_TOKEN} or {UNHELPFUL_TOKEN} </label>"
 )
 
-HELPFUL_RETRY_PROMPT = 'Is the message helpful? Answer only with ("helpful": 1) or ("helpful": 0).'
+# Few-shot examples of the kinds the ONI reference shows (a kill with a level gained, a sound that
+# gives away a gold vault, a small gold pickup, a neutral door notice), labelled for each goal. The
+# reference has them for score, combat and gold only; for stairs the vault sound is replaced by
+# standing on the way down, and `none` (no goal hint) gets no examples, since the labels would be one.
+_KILL = ('"You kill the jackal!  Welcome to experience level 3." The agent defeated a monster and '
+         "gained a level, so it is stronger now.")
+_VAULT = ('"You hear the footsteps of a guard on patrol." The level holds a vault, a closed room '
+          "full of gold.")
+_GOLD = '"$ - 7 gold pieces." The agent picked up a few gold coins.'
+_DOOR = '"This door is locked." This only describes the surroundings.'
+_STAIRS = '"There is a staircase down here." The agent stands on the way to the next level.'
+_ON_GOAL = f" This is extremely helpful: {HELPFUL_TOKEN}."
+_OFF_GOAL = f" This does not serve the goal: {UNHELPFUL_TOKEN}."
+_NEUTRAL = f" This is neutral: {UNHELPFUL_TOKEN}."
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "score": (_KILL + _ON_GOAL, _VAULT + _ON_GOAL, _GOLD + _ON_GOAL, _DOOR + _NEUTRAL),
+    "none": (),
+    "combat": (_KILL + _ON_GOAL, _VAULT + _OFF_GOAL, _GOLD + _OFF_GOAL, _DOOR + _NEUTRAL),
+    "gold": (_KILL + _OFF_GOAL, _VAULT + _ON_GOAL, _GOLD + _ON_GOAL, _DOOR + _NEUTRAL),
+    "stairs": (_KILL + _OFF_GOAL, _STAIRS + _ON_GOAL, _GOLD + _OFF_GOAL, _DOOR + _NEUTRAL),
+}
 
 
 def check_goal(goal: str, key: str = "goal") -> str:
@@ -72,5 +116,11 @@ def pair_prompt(first: str, second: str, goal: str = "score") -> str:
 
 
 def message_prompt(message: str, goal: str = "score") -> str:
-    """ONI's user message asking whether one message shows progress."""
-    return _MESSAGE_TEMPLATE.format(goal=_goal_sentence(goal), message=json.dumps({"message": message}))
+    """ONI's user message asking whether one message is extremely helpful for the goal."""
+    goal_line = GOALS[check_goal(goal)]
+    examples = "".join(f"Example {i}: {text}\n" for i, text in enumerate(EXAMPLES[goal], 1))
+    return _MESSAGE_TEMPLATE.format(
+        goal=f"{goal_line}\n" if goal_line else "",
+        examples=f"{examples}\n" if examples else "",
+        message=json.dumps({"message": message}),
+    )

@@ -3,6 +3,10 @@
 Trained with the Bradley–Terry preference loss; the saved file also carries the statistics the RL
 transform needs (mean/std of rewards over the training set, quantiles of the normalised reward over
 unique messages) and is loaded with `torch.load(weights_only=True)`.
+
+The message encoder is smaller than the references' (Motif and ONI: six unpadded convolutions,
+flattened to 320 → 128, then 256 → 512 before the head; here three padded convolutions and a max
+over positions → 64, then 256 → 256): a deliberate choice, docs/fidelity.md.
 """
 from __future__ import annotations
 
@@ -65,6 +69,23 @@ class MessageRewardModel(nn.Module):
         per_step = self(unique)[inverse].reshape(n, seq_len)
         mask = torch.arange(seq_len, device=messages.device)[None, :] < lengths[:, None]
         return (per_step * mask).sum(dim=1)
+
+
+class MessageClassifier(nn.Module):
+    """ONI-Classification's model: char-CNN → MLP 512, 512 → dropout 0.1 → one logit of "helpful"
+    (the reference's two-class softmax, written as the logit difference)."""
+
+    def __init__(self, embed_dim: int = 32, channels: int = 64, hidden: int = 512, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = CharCNN(embed_dim, channels)
+        self.head = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, messages: torch.Tensor) -> torch.Tensor:
+        """[N, 256] uint8 → [N] logits."""
+        return self.head(self.encoder(messages)).squeeze(-1)
 
 
 def preference_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

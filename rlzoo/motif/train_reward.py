@@ -24,8 +24,8 @@ from .reward_model import QUANTILE_LEVELS, MessageRewardModel, preference_loss, 
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-4
+    batch_size: int = 1024
+    lr: float = 1e-5
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     seed: int = 0
