@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "hydra-core>=1.3,<1.4",
     "wandb>=0.31,<1",
     "imageio>=2.38,<3",
+    "imageio-ffmpeg>=0.3,<1",  # MP4 episode videos (GIF without it)
     "tqdm>=4.66,<5",
     "hydra-submitit-launcher==1.2.0",  # launcher=slurm
     "submitit>=1.5,<2",

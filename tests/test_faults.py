@@ -124,7 +124,7 @@ def test_stop_signal_checkpoints_and_resume_continues(tmp_path, sig):
 
 @pytest.mark.integration
 def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
-    proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000", "checkpoint_interval_s=1"),
+    proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000", "checkpoint.interval_s=1"),
                             stderr=subprocess.DEVNULL)
     _wait_for(lambda: latest_path(tmp_path).exists() and len(_metric_steps(tmp_path)) >= 5)
     time.sleep(1.5)
