@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "wandb>=0.31,<1",
     "imageio>=2.38,<3",
     "cffi>=1.17,<2",  # env.fast_reset: callbacks that NLE's C code calls during a reset
+    "imageio-ffmpeg>=0.3,<1",  # MP4 episode videos (GIF without it)
     "tqdm>=4.66,<5",
     "hydra-submitit-launcher==1.2.0",  # launcher=slurm
     "submitit>=1.5,<2",

@@ -131,10 +131,10 @@ class CreateOutputDir(Callback):
 def validate(cfg: DictConfig) -> None:
     """Check the values the trainer itself reads; env/model/bonus factories check their own."""
     check_plain_name(cfg, "run_name")
-    check_number(cfg, "seed", integer=True, min_value=0)
+    # Below 2^32 the evaluation seed streams provably differ from every training stream (envs/vec_env.py).
+    check_number(cfg, "seed", integer=True, min_value=0, max_value=2**32 - 1)
     check_number(cfg, "total_steps", integer=True, min_value=1)
     check_number(cfg, "time_limit_s", min_value=0)
-    check_number(cfg, "checkpoint_interval_s", min_value=0, min_inclusive=False)
 
     check_choice(cfg, "algo.optimizer", ["rmsprop", "adam"])
     check_number(cfg, "algo.lr", min_value=0, min_inclusive=False)
@@ -190,3 +190,54 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "runtime.rollout_timeout_s", min_value=0, min_inclusive=False)
     check_bool(cfg, "logger.wandb")
     check_number(cfg, "logger.log_interval_s", min_value=0, min_inclusive=False)
+    _validate_checkpoint(cfg)
+    _validate_eval(cfg)
+    init_parts(cfg)
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from):
+        raise ConfigError(f"init_from={cfg.init_from!r} must be null or the path of a run directory or checkpoint")
+
+
+def _validate_checkpoint(cfg: DictConfig) -> None:
+    check_number(cfg, "checkpoint.interval_s", min_value=0, min_inclusive=False)
+    check_number(cfg, "checkpoint.keep_last", integer=True, min_value=0)
+    check_number(cfg, "checkpoint.keep_every_steps", integer=True, min_value=0)
+    metric = cfg.checkpoint.best_metric
+    if metric is not None and (not isinstance(metric, str) or not metric.startswith("eval/")):
+        raise ConfigError(f"checkpoint.best_metric={metric!r} must be null or an evaluation metric "
+                          "(eval/return, eval/success, eval/score, ...)")
+    check_choice(cfg, "checkpoint.best_mode", ["max", "min"])
+
+
+def _validate_eval(cfg: DictConfig) -> None:
+    for key in ("eval.interval_steps", "eval.video_interval"):
+        check_number(cfg, key, integer=True, min_value=0)
+    for key in ("eval.episodes", "eval.num_envs", "eval.max_video_frames", "eval.num_cpus"):
+        check_number(cfg, key, integer=True, min_value=1)
+    check_bool(cfg, "eval.greedy")
+    check_bool(cfg, "eval.final")
+    check_number(cfg, "eval.timeout_s", min_value=0, min_inclusive=False)
+    interval, batch_steps = cfg.eval.interval_steps, cfg.runtime.batch_size * cfg.runtime.unroll_length
+    if 0 < interval < batch_steps:
+        raise ConfigError(
+            f"eval.interval_steps={interval} is below one learner batch (runtime.batch_size × "
+            f"runtime.unroll_length = {batch_steps} env steps); use 0 (no evaluation) or at least {batch_steps}"
+        )
+    if cfg.eval.video_interval and not interval:
+        raise ConfigError(f"eval.video_interval={cfg.eval.video_interval} needs evaluation while training; "
+                          "set eval.interval_steps > 0 as well, or eval.video_interval=0")
+
+
+INIT_PARTS = ("model", "optimizer", "bonus")
+
+
+def init_parts(cfg: DictConfig) -> tuple[str, ...]:
+    """`init_from_parts` as a tuple: a list (`[model,optimizer]`) or a comma-separated string."""
+    value = cfg.init_from_parts
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+    else:
+        parts = [str(p) for p in value] if OmegaConf.is_list(value) else []
+    if "model" not in parts or not set(parts) <= set(INIT_PARTS):
+        raise ConfigError(f"init_from_parts={value!r} must list model and optionally optimizer and bonus, "
+                          "e.g. init_from_parts=[model,optimizer]")
+    return tuple(dict.fromkeys(parts))

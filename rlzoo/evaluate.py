@@ -10,40 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
-from rlzoo.envs import eval_env_cfg, make_vec_env
+from rlzoo.envs import eval_env_cfg
+from rlzoo.logging.video import write_video
 from rlzoo.runtime.checkpoint import CheckpointError
-from rlzoo.runtime.evaluation import (VideoRecorder, episode_quota, load_policy, play_episodes, policy_actor,
-                                      summarize)
-
-
-def run_episodes(model: torch.nn.Module, env_cfg: Any, episodes: int, seed: int, greedy: bool,
-                 num_envs: int = 8, video_frames: list[np.ndarray] | None = None,
-                 max_frames: int = 1000) -> list[dict[str, float]]:
-    """Play `episodes` episodes of `env_cfg` on `num_envs` environments, a fixed share from each;
-    optionally append environment 0's first episode to `video_frames`."""
-    num_envs = max(1, min(num_envs, episodes))
-    procgen = env_cfg["family"] == "procgen"
-    env = make_vec_env(env_cfg, num_envs, seed=seed, render=video_frames is not None and not procgen)
-    observers = []
-    if video_frames is not None:
-        observers.append(VideoRecorder(env, video_frames, max_frames, upscale=4 if procgen else 1))
-    try:
-        return play_episodes(env, policy_actor(model, num_envs, seed, greedy), episode_quota(episodes, num_envs),
-                             observers)
-    finally:
-        env.close()
+from rlzoo.runtime.evaluation import load_policy, run_episodes, summarize
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rlzoo-evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="run directory or checkpoint file")
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=12345, help="evaluation seed (differs from training's)")
+    parser.add_argument("--seed", type=int, default=12345,
+                        help="seed of the evaluation environments (their streams never meet a training run's)")
     parser.add_argument("--greedy", action="store_true", help="take the most likely action instead of sampling")
     parser.add_argument("--video", type=Path, help="write environment 0's first episode as .gif or .mp4")
     parser.add_argument("--max-frames", type=int, default=1000, help="cut the video after this many frames")
@@ -69,18 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label:<16} {len(eps):>8} {cells}")
         frames = None
     if args.video:
-        write_video(args.video, video)
-
-
-def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".mp4":
-        imageio.mimwrite(path, frames, fps=10)
-    else:
-        imageio.mimwrite(path, frames, duration=0.1, loop=0)
-    print(f"wrote {len(frames)} frames to {path}")
+        path = write_video(args.video, video)
+        print(f"wrote {len(video)} frames to {path}")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def stock_env_steps_per_second(name: str, seconds: float = 10.0, seed: int = 0) 
 
 def steady_state_steps_per_second(run_dir: Path, warmup_fraction: float = 0.2) -> float:
     """Training steps/s from a run's metric log, leaving out start-up (the first part of the run)."""
-    rows = read_metrics(Path(run_dir))
+    rows = [row for row in read_metrics(Path(run_dir)) if "steps_per_second" in row]  # not evaluation rows
     end = rows[-1]
     start = next((r for r in rows if r["time"] >= warmup_fraction * end["time"]), rows[0])
     if end["time"] <= start["time"]:

@@ -204,7 +204,7 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
                f"runtime.num_actors={cfg.num_actors}", f"runtime.envs_per_actor={cfg.envs_per_actor}",
                f"runtime.batch_size={cfg.batch_size}", f"runtime.unroll_length={ROLLOUT}",
                f"time_limit_s={seconds}", "total_steps=1000000000000", "resume=never",
-               "checkpoint_interval_s=1000000", "logger.wandb=false", "logger.progress=false",
+               "checkpoint.interval_s=1000000", "logger.wandb=false", "logger.progress=false",
                "logger.log_interval_s=1", f"hydra.run.dir={run_dir}",
                *([f"algo.lr={lr}"] if lr is not None else []), *overrides]
         # PYTHONPATH: measure this checkout's rlzoo whatever .venv has installed.

@@ -152,7 +152,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, even in a file
     cfg = load_config(["runtime=ray", f"total_steps={args.steps}", "logger.progress=false",
                        f"runtime.learners={args.learners}", "runtime.allow_oversubscribe=true",
-                       "runtime.env_step_timeout_s=5", "checkpoint_interval_s=30", *args.overrides])
+                       "runtime.env_step_timeout_s=5", "checkpoint.interval_s=30", *args.overrides])
 
     with tempfile.TemporaryDirectory() as tmp:
         print(f"chaos run: {args.steps:,} steps; an actor killed every {args.kill_every:.0f} s, an environment "

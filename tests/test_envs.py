@@ -15,6 +15,7 @@ from rlzoo.envs import minigrid_levels
 from rlzoo.envs import nethack as nethack_env
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
 from rlzoo.envs.nethack import AgentCrop
+from rlzoo.envs.nethack_stats import END_CAUSES
 from rlzoo.envs.registry import NETHACK_TASKS, PROCGEN_GAMES, minihack_tasks
 
 pytestmark = pytest.mark.unit
@@ -23,6 +24,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"
 MINIHACK = {"family": "minihack", "name": "MiniHack-Room-5x5-v0"}
 NETHACK = {"family": "nethack", "name": "NetHackScore-v0"}
 PROCGEN = {"family": "procgen", "name": "coinrun", "num_levels": 200, "distribution_mode": "easy"}
+END_KEYS = {f"end/{cause}" for cause in END_CAUSES}
 
 
 def _check_obs(obs, spec, num_envs):
@@ -77,9 +79,9 @@ def test_minihack_steps_and_auto_resets():
     obs, episodes = _run_until_episodes(venv, spec.num_actions, min_episodes=3, max_steps=2000)
     _check_obs(obs, spec, 2)
     for episode in episodes:
-        assert set(episode) == {"return", "length", "success"}
+        assert set(episode) == {"return", "length", "success", "death", *END_KEYS}
         # Room-5x5 pays 1 only for reaching the goal (minus small time penalties).
-        assert episode["success"] == float(episode["return"] > 0.5)
+        assert episode["success"] == float(episode["return"] > 0.5) == episode["end/task_success"]
     assert any(e["success"] == 1.0 for e in episodes)
     venv.close()
 
@@ -93,8 +95,10 @@ def test_nethack_steps_with_step_limit():
     obs, episodes = _run_until_episodes(venv, spec.num_actions, min_episodes=1, max_steps=100)
     _check_obs(obs, spec, 1)
     episode = episodes[0]
-    assert set(episode) == {"return", "length", "score", "depth"}
+    assert set(episode) == {"return", "length", "score", "depth", "max_depth", "turns", "experience_level", "gold",
+                            "death", *END_KEYS}
     assert episode["length"] <= 30 and episode["depth"] >= 1 and episode["score"] >= 0
+    assert episode["end/step_limit"] == 1.0 and episode["death"] == ""
     # The next episode starts fresh: the in-game turn counter is back at 1.
     assert obs["blstats"][0, 20] == 1
     venv.close()
@@ -264,6 +268,8 @@ def test_bad_nethack_values_are_rejected():
 def test_eval_config_uses_held_out_levels():
     cfg = eval_env_cfg({**PROCGEN, "eval_num_levels": 100, "eval_start_level": 1000})
     assert (cfg["num_levels"], cfg["start_level"]) == (100, 1000)
+    # By default the levels right after the training range.
+    assert eval_env_cfg({**PROCGEN, "start_level": 50})["start_level"] == 250
     assert eval_env_cfg(MINIHACK)["name"] == MINIHACK["name"]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlzoo import evaluate
+from rlzoo.runtime import evaluation
 from rlzoo.runtime.trainer import train
 
 
@@ -75,6 +75,6 @@ class _ConstantPolicy(torch.nn.Module):
 
 @pytest.mark.unit
 def test_run_episodes_takes_an_equal_share_from_every_env(monkeypatch):
-    monkeypatch.setattr(evaluate, "make_vec_env", lambda *args, **kwargs: _ShortAndLongEpisodes())
-    episodes = evaluate.run_episodes(_ConstantPolicy(), {"family": "minihack"}, 6, seed=0, greedy=True, num_envs=2)
+    monkeypatch.setattr(evaluation, "make_vec_env", lambda *args, **kwargs: _ShortAndLongEpisodes())
+    episodes = evaluation.run_episodes(_ConstantPolicy(), {"family": "minihack"}, 6, seed=0, greedy=True, num_envs=2)
     assert sorted(ep["length"] for ep in episodes) == [1, 1, 1, 10, 10, 10]

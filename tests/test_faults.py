@@ -127,7 +127,7 @@ def test_stop_signal_checkpoints_and_resume_continues(tmp_path, sig):
 
 @pytest.mark.integration
 def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
-    proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000", "checkpoint_interval_s=1"),
+    proc = subprocess.Popen(_train_cmd(tmp_path, "total_steps=1000000", "checkpoint.interval_s=1"),
                             stderr=subprocess.DEVNULL)
     _wait_for(lambda: latest_path(tmp_path).exists() and len(_metric_steps(tmp_path)) >= 5)
     time.sleep(1.5)
@@ -355,7 +355,7 @@ def test_a_failing_environment_is_rebuilt_alone_and_the_others_keep_their_episod
 def test_a_killed_learner_replica_restarts_the_run_from_its_last_checkpoint(compose, tmp_path):
     cfg = compose(["runtime=ray", "runtime.num_actors=1", "runtime.learners=2", "runtime.batch_size=8",
                    "runtime.envs_per_actor=4", "total_steps=3072", "runtime.allow_oversubscribe=true",
-                   "checkpoint_interval_s=0.5", "logger.log_interval_s=0.2"])
+                   "checkpoint.interval_s=0.5", "logger.log_interval_s=0.2"])
     trainer = Trainer(cfg, tmp_path)
     victim = trainer.learner.pids()[1]
     killed_at = []

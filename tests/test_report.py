@@ -232,3 +232,73 @@ def test_online_wandb_runs_go_through_the_public_api() -> None:
     (run,) = load_online_wandb("me/rlzoo", {"group": "sweep1"}, api=FakeApi())
     assert run.source == "me/rlzoo/abc" and run.get("logger.group") == "sweep1"
     assert "_wandb" not in run.config and len(run.metrics) == 2
+
+
+# Runs that evaluated while training: held-out eval/return ramps to EVAL_FINAL[group][seed] at step 800,
+# training-level evaluations sit 0.1 above it, training episodes stay at 0. By hand: none's finals
+# .2, .4, .6 -> mean .4; e3b's .5, .7, .9 -> mean .7. Ends: none killed 1/4 of episodes, e3b 1/2.
+EVAL_FINAL = {"none": [0.2, 0.4, 0.6], "e3b": [0.5, 0.7, 0.9]}
+KILLED = {"none": 0.25, "e3b": 0.5}
+
+
+def write_evaluated_run(root: Path, bonus: str, seed: int, final: float) -> Path:
+    run = root / f"A-{bonus}-s{seed}"
+    run.mkdir(parents=True)
+    config = {"seed": seed, "env": {"name": "A"}, "bonus": {"name": bonus}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    lines = [{"env_steps": s, "learner_steps": s // 10, "time": s / 100, "steps_per_second": 100.0,
+              "episode/return": 0.0} for s in STEPS]
+    for s in range(0, 1001, 200):  # logged late, as the evaluator finishes: out of step order
+        value = final * min(s / 800, 1.0)
+        lines.append({"env_steps": s, "learner_steps": s // 10, "time": s / 100, "eval/env_steps": s,
+                      "eval/return": value, "eval/train_levels/return": value + 0.1,
+                      "eval/end/killed": KILLED[bonus], "eval/end/step_limit": 1 - KILLED[bonus],
+                      "eval/end/starved": 0.0, "eval/deaths": {"killed by a newt": 1}})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return run
+
+
+@pytest.fixture
+def evaluated_sweep(tmp_path: Path) -> Path:
+    for bonus, finals in EVAL_FINAL.items():
+        for i, final in enumerate(finals):
+            write_evaluated_run(tmp_path / "sweep", bonus, i + 1, final)
+    return tmp_path / "sweep"
+
+
+@pytest.mark.unit
+def test_runs_that_evaluated_are_compared_on_their_evaluations(evaluated_sweep: Path) -> None:
+    report = build_report(list(discover([evaluated_sweep])), spec())
+    assert report.spec.metric == "eval/return"
+    table = report.aggregates.set_index("group")
+    assert table.loc["none", "mean"] == pytest.approx(0.4) and table.loc["e3b", "mean"] == pytest.approx(0.7)
+    assert report.train_metric == "eval/train_levels/return"
+    assert report.train_curves["e3b"].value[-1] == pytest.approx(0.7 + 0.1)
+    ends = report.end_causes.set_index("group")
+    assert list(ends.columns) == ["killed", "step_limit"]  # starved never happened
+    assert ends.loc["e3b", "killed"] == pytest.approx(0.5) and ends.loc["none", "step_limit"] == pytest.approx(0.75)
+    # Asked for explicitly, the training episodes are compared instead.
+    explicit = build_report(list(discover([evaluated_sweep])), spec(metric="episode/return"))
+    assert explicit.aggregates.set_index("group").loc["e3b", "mean"] == 0.0 and explicit.train_metric is None
+
+
+@pytest.mark.integration
+def test_cli_report_shows_evaluation_curves_and_end_causes(evaluated_sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main([str(evaluated_sweep), "--out", str(out), "--reps", "100", "--curve-reps", "50"]) == 0
+    md = (out / "report.md").read_text()
+    assert "Final performance (eval/return)" in md and "How episodes ended" in md
+    assert (out / "end_causes.csv").exists() and (out / "learning_curves.svg").stat().st_size > 0
+
+
+@pytest.mark.unit
+def test_wandb_rows_are_split_into_training_and_evaluation_rows() -> None:
+    from rlzoo.reports.runs import split_eval_rows
+
+    merged = {"_step": 1500, "env_steps": 1500, "loss/total": 1.0, "eval/env_steps": 1024, "eval/return": 0.5}
+    assert list(split_eval_rows([merged])) == [
+        {"env_steps": 1024, "eval/env_steps": 1024, "eval/return": 0.5},
+        {"_step": 1500, "env_steps": 1500, "loss/total": 1.0},
+    ]
+    alone = {"_step": 1600, "eval/env_steps": 1536, "eval/return": 0.7}
+    assert list(split_eval_rows([alone])) == [{"env_steps": 1536, "eval/env_steps": 1536, "eval/return": 0.7}]

@@ -160,7 +160,7 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cfg = compose(["runtime=ray", "runtime.num_actors=1", "total_steps=1024", "logger.log_interval_s=0.5",
-                   "checkpoint_interval_s=1"])
+                   "checkpoint.interval_s=1"])
     trainer = Trainer(cfg, tmp_path / "run")
     import ray
 

@@ -1,10 +1,12 @@
-"""NetHack (NLE tasks) and MiniHack environments: observation buffers, seeding, episode stats."""
+"""NetHack (NLE tasks) and MiniHack environments: observation buffers, seeding, episode stats
+(`envs/nethack_stats.py`)."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -20,10 +22,11 @@ from rlzoo.envs.birth_date import birth_date, birth_date_address, set_birth_date
 from rlzoo.envs.fast_reset import FastReset
 from rlzoo.envs.minigrid_compat import fix_minigrid_kwargs
 from rlzoo.envs.minigrid_levels import CompiledLevelBesideArchive
+from rlzoo.envs.nethack_stats import GameStats, end_cause, end_one_hot, last_death_reason
 from rlzoo.envs.shared_code import share_nethack_code
 from rlzoo.envs.tty_render import tty_to_rgb
 from rlzoo.envs.ttyrec_recorder import TtyrecRecorder
-from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, episode_seed_stream
+from rlzoo.envs.vec_env import EnvSpec, ListVecEnv, Obs, seed_stream
 
 DUNGEON_SHAPE = (21, 79)
 CROP_SIZE = 9
@@ -31,7 +34,7 @@ NUM_BLSTATS = 27
 MESSAGE_LEN = 256
 TTY_SHAPE = (24, 80)
 # Only what we deliver is requested from the env: every extra key costs copies inside NLE's step.
-# blstats is always requested: the episode stats read the score and depth from it.
+# blstats is always requested: the episode stats read the score, depth, turns, ... from it.
 _ENV_OBS_KEYS = ("glyphs", "blstats", "message")
 _TTY_OBS_KEYS = ("tty_chars", "tty_colors", "tty_cursor")
 _RENDER_OBS_KEYS = ("tty_chars", "tty_colors")
@@ -211,13 +214,18 @@ class NetHackEnv:
         self.fix_dates = cfg["fix_moon_phase"]  # NLE fixes the moon phase etc., we the birth date
         self.crop = AgentCrop()
         self.tty_obs: dict[str, np.ndarray] | None = None
+        self.game_stats = GameStats() if self.track_score else None
+        # NetHack appends a line to this file when a game ends (NLE keeps it in the game's temporary
+        # directory, or beside the ttyrecs when they are recorded).
+        self.xlogfile = (self.recorder.xlogfile() if self.recorder is not None
+                         else Path(self.env.nethack._vardir) / "xlogfile")
         self._new_episode_stats()
 
     def _new_episode_stats(self) -> None:
         self.episode_return = 0.0
         self.episode_length = 0
-        self.score = 0
-        self.depth = 0
+        if self.game_stats is not None:
+            self.game_stats.reset()
 
     def _reset_env(self) -> dict[str, np.ndarray]:
         core = None
@@ -257,28 +265,32 @@ class NetHackEnv:
     def reset(self, out: Obs, i: int) -> None:
         self._write(self._reset_env(), out, i)
 
-    def step(self, action: int, out: Obs, i: int) -> tuple[float, bool, dict[str, float] | None]:
+    def step(self, action: int, out: Obs, i: int) -> tuple[float, bool, dict[str, Any] | None]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.episode_return += reward
         self.episode_length += 1
-        if self.track_score:
-            blstats = obs["blstats"]
-            # blstats read all zeros once the game is over, so keep the last in-game values.
-            if blstats[nethack.NLE_BL_DEPTH] > 0:
-                self.score = int(blstats[nethack.NLE_BL_SCORE])
-                self.depth = int(blstats[nethack.NLE_BL_DEPTH])
+        if self.game_stats is not None:
+            self.game_stats.observe(obs["blstats"])
         done = terminated or truncated
         episode = None
         if done:
             episode = {"return": self.episode_return, "length": self.episode_length}
             if self.success_status is not None:
                 episode["success"] = float(info["end_status"] == self.success_status)
-            if self.track_score:
-                episode["score"] = self.score
-                episode["depth"] = self.depth
+            if self.game_stats is not None:
+                episode.update(self.game_stats.summary())
+            episode.update(self._end_of_episode(info["end_status"]))
             obs = self._reset_env()
         self._write(obs, out, i)
         return reward, done, episode
+
+    def _end_of_episode(self, end_status: Any) -> dict[str, Any]:
+        """`end/<cause>` fractions and, when the game itself ended, NetHack's death reason."""
+        status = self.env.StepStatus(end_status).name
+        game_over = status not in ("ABORTED", "TASK_SUCCESSFUL")
+        how_done = nethack.game_end_types(self.env.nethack.how_done()).name if game_over else None
+        return {**end_one_hot(end_cause(status, how_done)),
+                "death": last_death_reason(self.xlogfile) if game_over else ""}
 
     def render(self) -> np.ndarray:
         if self.tty_obs is None:
@@ -292,7 +304,8 @@ class NetHackEnv:
 
 
 def make_nethack_vec_env(
-    cfg: dict[str, Any], num_envs: int, seed: int, env_id_offset: int, render: bool = False
+    cfg: dict[str, Any], num_envs: int, seed: int, env_id_offset: int, render: bool = False,
+    evaluation: bool = False,
 ) -> ListVecEnv:
     """List-of-envs VecEnv for a validated NetHack/MiniHack config; an environment that fails is
     rebuilt on its own with a fresh seed stream (it would otherwise replay the episode that failed)."""
@@ -300,7 +313,7 @@ def make_nethack_vec_env(
     builds = [0] * num_envs
 
     def build(i: int) -> NetHackEnv:
-        stream = episode_seed_stream(seed + 1_000_003 * builds[i], env_id_offset + i)
+        stream = seed_stream(seed + 1_000_003 * builds[i], env_id_offset + i, evaluation)
         builds[i] += 1
         return NetHackEnv(cfg, stream, render, env_id_offset + i)
 

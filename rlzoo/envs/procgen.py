@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from rlzoo.envs.vec_env import EnvSpec, Obs, StepResult, VecEnv, allocate_obs
+from rlzoo.envs.vec_env import EnvSpec, Obs, StepResult, VecEnv, allocate_obs, seed_sequence
 
 FRAME_SHAPE = (64, 64, 3)
 NUM_ACTIONS = 15  # procgen always exposes the same 15 button combinations
@@ -40,12 +40,13 @@ class ProcgenVecEnv(VecEnv):
     """
 
     def __init__(
-        self, cfg: dict[str, Any], num_envs: int, seed: int, env_id_offset: int, render: bool = False
+        self, cfg: dict[str, Any], num_envs: int, seed: int, env_id_offset: int, render: bool = False,
+        evaluation: bool = False,
     ) -> None:
         self.spec = procgen_spec(cfg)
         self.num_envs = num_envs
         self._cfg = cfg
-        self._seed_seq = np.random.SeedSequence([seed, env_id_offset])
+        self._seed_seq = seed_sequence(seed, env_id_offset, evaluation)
         self._render = render
         self._resets = 0
         self._env = None

@@ -158,8 +158,11 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
                 f"env.name={name!r} has no env.distribution_mode={mode!r}; the games with it: "
                 f"{', '.join(PROCGEN_MODE_GAMES[mode])}"
             )
-        for key in ("num_levels", "start_level", "eval_num_levels", "eval_start_level", "num_threads"):
+        for key in ("num_levels", "start_level", "eval_num_levels", "num_threads"):
             _check_int(cfg, key, 0)
+        _check_int(cfg, "eval_start_level", 0, allow_none=True)
+        if cfg["eval_start_level"] is None:  # right after the training levels
+            cfg["eval_start_level"] = cfg["start_level"] + cfg["num_levels"]
         _check_held_out(cfg)
     return cfg
 
@@ -205,10 +208,13 @@ def _check_held_out(cfg: Mapping[str, Any]) -> None:
 
 
 def eval_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
-    """The config to evaluate on: Procgen's held-out levels; other families are unchanged."""
+    """The config to evaluate on: Procgen's held-out levels (by default the ones right after the training
+    levels); other families are unchanged (their evaluation differs by its seeds: `make_vec_env(...,
+    evaluation=True)`)."""
     cfg = validate_env_cfg(env_cfg)
     if cfg["family"] == "procgen":
         cfg["num_levels"], cfg["start_level"] = cfg["eval_num_levels"], cfg["eval_start_level"]
+        cfg["eval_num_levels"] = 0  # these levels have no held-out levels of their own
     return cfg
 
 
@@ -231,11 +237,13 @@ def make_vec_env(
     env_id_offset: int = 0,
     *,
     render: bool = False,
+    evaluation: bool = False,
 ) -> VecEnv:
     """`num_envs` auto-resetting environments; environment i is seeded from (seed, env_id_offset+i).
 
     `render=True` additionally keeps what `VecEnv.render` needs (terminal screen / full-size frame);
-    leave it off for training.
+    leave it off for training. `evaluation=True` seeds from streams no training environment ever
+    uses (`envs/vec_env.py`), so evaluation games are never training games.
     """
     cfg = validate_env_cfg(env_cfg)
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -243,7 +251,7 @@ def make_vec_env(
     if cfg["family"] == "procgen":
         from rlzoo.envs.procgen import ProcgenVecEnv
 
-        return ProcgenVecEnv(cfg, num_envs, seed, env_id_offset, render=render)
+        return ProcgenVecEnv(cfg, num_envs, seed, env_id_offset, render=render, evaluation=evaluation)
     from rlzoo.envs.nethack import make_nethack_vec_env
 
-    return make_nethack_vec_env(cfg, num_envs, seed, env_id_offset, render=render)
+    return make_nethack_vec_env(cfg, num_envs, seed, env_id_offset, render=render, evaluation=evaluation)

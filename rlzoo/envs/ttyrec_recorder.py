@@ -56,6 +56,10 @@ class TtyrecRecorder:
         """The file NLE writes episode `episode` to (its naming in nle/env/base.py)."""
         return self.savedir / f"nle.{os.getpid()}.{episode}.ttyrec{TTYREC_VERSION}.bz2"
 
+    def xlogfile(self) -> Path:
+        """NetHack's log of finished games, which NLE writes beside the ttyrecs when recording."""
+        return self.savedir / f"nle.{os.getpid()}.xlogfile"
+
     def _drop_if_unselected(self, episode: int) -> None:
         if episode >= 0 and episode % self.every:
             self.path(episode).unlink(missing_ok=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import abc
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 Obs = dict[str, np.ndarray]
-StepResult = tuple[Obs, np.ndarray, np.ndarray, list[dict[str, float]]]
+Episode = dict[str, Any]  # what a finished episode reports: numbers, and NetHack's death reason as text
+StepResult = tuple[Obs, np.ndarray, np.ndarray, list[Episode]]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class VecEnv(abc.ABC):
 
         After `done[i]`, `obs[i]` is the first observation of environment i's next episode. Each
         finished episode is reported as a dict with `return`, `length` and, where the task defines
-        them, `success`, `score`, `depth`.
+        them, `success` and the NetHack statistics of `envs/nethack_stats.py` (numbers, plus the
+        death reason `death` as text).
         """
 
     @abc.abstractmethod
@@ -69,7 +71,7 @@ class SingleEnv(Protocol):
 
     def reset(self, out: Obs, i: int) -> None: ...
 
-    def step(self, action: int, out: Obs, i: int) -> tuple[float, bool, dict[str, float] | None]:
+    def step(self, action: int, out: Obs, i: int) -> tuple[float, bool, Episode | None]:
         """Step, auto-resetting at episode end; returns (reward, done, finished-episode stats)."""
         ...
 
@@ -143,7 +145,20 @@ class ListVecEnv(VecEnv):
             env.close()
 
 
-def episode_seed_stream(seed: int, env_id: int) -> np.random.Generator:
+# Evaluation environments draw from their own branch of NumPy's seed tree. NumPy pads the entropy
+# words to four with zeros before appending a spawn key, so an evaluation sequence hashes the words
+# (seed, env id, 0, 0, 1); a training sequence hashes the words of its seed and env id, each without
+# leading zeros, and would need an env id >= 2^64 to match (seeds are < 2^32, rlzoo/config.py).
+EVALUATION_SPAWN_KEY = (1,)
+
+
+def seed_sequence(seed: int, env_id: int, evaluation: bool = False) -> np.random.SeedSequence:
+    """The seed sequence of environment `env_id` of a run seeded with `seed`: for training, or for
+    evaluation (a disjoint family of streams)."""
+    return np.random.SeedSequence([seed, env_id], spawn_key=EVALUATION_SPAWN_KEY if evaluation else ())
+
+
+def seed_stream(seed: int, env_id: int, evaluation: bool = False) -> np.random.Generator:
     """Deterministic random stream for environment `env_id` of a run seeded with `seed`."""
-    return np.random.default_rng(np.random.SeedSequence([seed, env_id]))
+    return np.random.default_rng(seed_sequence(seed, env_id, evaluation))
 

@@ -68,12 +68,13 @@ class MetricLogger:
         if self.progress is not None:
             self.progress.update(env_steps, self.recent_return())
 
-    def add_episodes(self, episodes: Iterable[dict[str, float]]) -> None:
+    def add_episodes(self, episodes: Iterable[dict[str, Any]]) -> None:
         for ep in episodes:
             self.episodes_total += 1
             self.recent_returns.append(float(ep["return"]))
             for k, v in ep.items():
-                self._episodes[f"episode/{k}"].append(float(v))
+                if not isinstance(v, str):  # text (NetHack's death reason) is counted by evaluations only
+                    self._episodes[f"episode/{k}"].append(float(v))
 
     def add_update(self, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
@@ -107,6 +108,16 @@ class MetricLogger:
             self.wandb.log(row, env_steps)
         self._last_time, self._last_steps = now, env_steps
         return row
+
+    def log_eval(self, row: dict[str, Any], wandb_step: int, video: Path | None = None,
+                 deaths: dict[str, int] | None = None) -> None:
+        """Write an evaluation's row, keyed by the env step it evaluated (`row["env_steps"]`), which the
+        training lines have usually passed by then. W&B steps only go forward, so there the row goes
+        to the current step `wandb_step` and its charts use `eval/env_steps` as their x-axis."""
+        line = {**row, "eval/deaths": deaths} if deaths else row
+        self.file.write(json.dumps(line) + "\n")
+        if self.wandb is not None:
+            self.wandb.log_eval(row, wandb_step, video, deaths or {})
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         if self.progress is not None:

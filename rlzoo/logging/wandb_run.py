@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 ID_FILE = "wandb_id.txt"
+EVAL_STEP = "eval/env_steps"  # the x-axis of evaluation charts
 
 
 class WandbRun:
@@ -34,9 +35,24 @@ class WandbRun:
             warnings.warn(f"W&B could not be reached ({err}); logging offline to {run_dir}/wandb "
                           "(sync later with `wandb sync`)", stacklevel=2)
             self.run = wandb.init(mode="offline", **kwargs)
+        # Evaluations arrive after training has moved on: their charts are drawn over the env step
+        # they evaluated, not over W&B's step.
+        self.run.define_metric(EVAL_STEP)
+        self.run.define_metric("eval/*", step_metric=EVAL_STEP)
 
     def log(self, row: dict[str, Any], step: int) -> None:
         self.run.log(row, step=step)
+
+    def log_eval(self, row: dict[str, Any], step: int, video: Path | None, deaths: dict[str, int]) -> None:
+        """An evaluation's metrics (`eval/*`, with `eval/env_steps`), its video and a table of how
+        its NetHack games ended, logged at W&B step `step`."""
+        logged = {k: v for k, v in row.items() if k.startswith("eval/")}
+        if video is not None:
+            logged["eval/video"] = self._wandb.Video(str(video), format=video.suffix[1:])
+        if deaths:
+            logged["eval/deaths"] = self._wandb.Table(columns=["death", "episodes"],
+                                                      data=[[k, v] for k, v in deaths.items()])
+        self.run.log(logged, step=step)
 
     def finish(self, summary: dict[str, Any]) -> None:
         self.run.summary.update(summary)

@@ -4,13 +4,16 @@ Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice": per gro
 matrix of final scores; mean and interquartile mean (IQM) with stratified-bootstrap confidence
 intervals; the probability that a group improves on a baseline (Mann-Whitney, averaged over tasks).
 Added here: learning curves with bootstrap bands and the steps each run needs to reach a success
-threshold (sample efficiency).
+threshold (sample efficiency). Runs that evaluated while training are compared on their evaluations
+(`eval/return`, `eval/success`) unless told otherwise, with curves of the training counterpart
+(Procgen's training levels, else the training episodes) beside the held-out ones, and how the
+NetHack episodes ended (`eval/end/<cause>`).
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -30,13 +33,13 @@ AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
 class ReportSpec:
     """What to compare and how; every field has a command-line flag of the same name."""
 
-    metric: str = "episode/return"
+    metric: str | None = None           # None: eval/return if every run evaluated, else episode/return
     group_key: str = "bonus.name"
     task_key: str = "env.name"
     seed_key: str = "seed"
     baseline: str | None = "none"       # group the others are compared with; None: no comparison
     final_fraction: float = 0.1         # final score: mean over the last fraction of each run's steps
-    success_metric: str = "episode/success"
+    success_metric: str | None = None   # None: eval/success if every run evaluated, else episode/success
     success_threshold: float = 0.5
     curve_aggregate: str = "iqm"        # statistic of the learning curves: one of AGGREGATES
     curve_points: int = 50
@@ -55,6 +58,28 @@ class ReportSpec:
         for name in ("curve_points", "reps", "curve_reps"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2, got {getattr(self, name)}")
+
+
+def resolve_metrics(runs: list[Run], spec: ReportSpec) -> ReportSpec:
+    """`spec` with the metrics it leaves open chosen: the evaluation's when every run logged it."""
+    def choose(stat: str) -> str:
+        evaluated = all(f"eval/{stat}" in run.metrics.columns for run in runs)
+        return f"eval/{stat}" if runs and evaluated else f"episode/{stat}"
+
+    return replace(spec, metric=spec.metric or choose("return"),
+                   success_metric=spec.success_metric or choose("success"))
+
+
+def training_counterpart(runs: list[Run], metric: str) -> str | None:
+    """The training-side metric to draw beside an evaluation metric: Procgen's training levels
+    (`eval/train_levels/<stat>`) or else the training episodes (`episode/<stat>`), if every run has it."""
+    if not metric.startswith("eval/") or metric.startswith("eval/train_levels/"):
+        return None
+    stat = metric.removeprefix("eval/")
+    for candidate in (f"eval/train_levels/{stat}", f"episode/{stat}"):
+        if all(candidate in run.metrics.columns for run in runs):
+            return candidate
+    return None
 
 
 @dataclass
@@ -102,6 +127,7 @@ def _by_group_and_task(runs: list[Run], spec: ReportSpec) -> dict[str, dict[str,
 
 def final_scores(runs: list[Run], spec: ReportSpec) -> ScoreSet:
     """Final-score matrices of every group over the tasks all groups share."""
+    spec = resolve_metrics(runs, spec)
     grouped = _by_group_and_task(runs, spec)
     if not grouped:
         raise ValueError("no runs to compare")
@@ -172,6 +198,7 @@ def improvement_table(score_set: ScoreSet, spec: ReportSpec) -> pd.DataFrame:
 def sample_efficiency_table(runs: list[Run], spec: ReportSpec) -> pd.DataFrame:
     """Steps to reach the success threshold: how many runs reach it, median over all runs (inf when
     at most half reach it) and mean over those that do."""
+    spec = resolve_metrics(runs, spec)
     rows = []
     for group, by_task in sorted(_by_group_and_task(runs, spec).items()):
         steps = np.array([steps_to_threshold(r, spec.success_metric, spec.success_threshold)
@@ -181,6 +208,24 @@ def sample_efficiency_table(runs: list[Run], spec: ReportSpec) -> pd.DataFrame:
                      "median_steps": float(np.median(steps)),
                      "mean_steps_reached": float(reached.mean()) if len(reached) else math.inf})
     return pd.DataFrame(rows)
+
+
+def end_cause_table(runs: list[Run], spec: ReportSpec, tasks: list[str]) -> pd.DataFrame | None:
+    """Per group, the mean final fraction of episodes that ended each way (`eval/end/<cause>`, or
+    `episode/end/<cause>` for a training metric), over the causes that occurred; None without NetHack runs."""
+    spec = resolve_metrics(runs, spec)
+    prefix = "eval/end/" if spec.metric.startswith("eval/") else "episode/end/"
+    causes = sorted({c for run in runs for c in run.metrics.columns if c.startswith(prefix)})
+    if not causes or not all(set(causes) <= set(run.metrics.columns) for run in runs):
+        return None
+    rows = []
+    for group, by_task in sorted(_by_group_and_task(runs, spec).items()):
+        members = [r for t in tasks for r in by_task.get(t, [])]
+        rows.append({"group": group, **{c.removeprefix(prefix): float(np.mean(
+            [final_score(r, c, spec.final_fraction) for r in members])) for c in causes}})
+    table = pd.DataFrame(rows)
+    occurred = [c for c in table.columns[1:] if table[c].max() > 0]
+    return table[["group", *occurred]]
 
 
 @dataclass
@@ -195,6 +240,7 @@ def learning_curves(runs: list[Run], spec: ReportSpec, tasks: list[str]) -> dict
     """Per group: `spec.curve_aggregate` of the metric over runs × tasks on a grid of env steps, with a
     stratified-bootstrap band. The grid spans the steps every run of the group has logged (no
     extrapolation); between logged lines values are interpolated linearly."""
+    spec = resolve_metrics(runs, spec)
     aggregate = AGGREGATES[spec.curve_aggregate]
     stacks: dict[str, np.ndarray] = {}
     grids: dict[str, np.ndarray] = {}

@@ -4,25 +4,30 @@
     rlzoo-report runs/ --where logger.group=my-sweep --metric episode/success --group-by bonus.name
     rlzoo-report --wandb-project me/rlzoo --wandb-filter '{"group": "my-sweep"}' --out report/
 
-Paths are searched for run directories (config.yaml + metrics.jsonl) and offline W&B runs.
+Paths are searched for run directories (config.yaml + metrics.jsonl) and offline W&B runs. Runs that
+evaluated while training are compared on their evaluations (eval/return, eval/success) unless
+--metric / --success-metric say otherwise.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from rlzoo.reports.ablation import (
     AGGREGATES,
     ReportSpec,
     aggregate_table,
+    end_cause_table,
     final_scores,
     improvement_table,
     learning_curves,
     per_task_table,
+    resolve_metrics,
     sample_efficiency_table,
+    training_counterpart,
 )
 from rlzoo.reports.render import Report, log_to_wandb, write_report
 from rlzoo.reports.runs import Run, discover, load_online_wandb, select
@@ -30,8 +35,10 @@ from rlzoo.reports.runs import Run, discover, load_online_wandb, select
 
 def build_report(runs: list[Run], spec: ReportSpec) -> Report:
     """All statistics of the report, from runs already loaded."""
+    spec = resolve_metrics(runs, spec)
     scores = final_scores(runs, spec)
     has_success = any(spec.success_metric in r.metrics.columns for r in runs)
+    train_metric = training_counterpart(runs, spec.metric)
     return Report(
         spec=spec,
         num_runs=len(runs),
@@ -41,6 +48,10 @@ def build_report(runs: list[Run], spec: ReportSpec) -> Report:
         improvement=improvement_table(scores, spec),
         efficiency=sample_efficiency_table(runs, spec) if has_success else None,
         curves=learning_curves(runs, spec, scores.tasks),
+        train_metric=train_metric,
+        train_curves=(learning_curves(runs, replace(spec, metric=train_metric), scores.tasks)
+                      if train_metric else None),
+        end_causes=end_cause_table(runs, spec, scores.tasks),
     )
 
 
@@ -54,13 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="keep runs whose config has KEY=VALUE (repeatable)")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report)")
-    p.add_argument("--metric", default=d.metric)
+    p.add_argument("--metric", default=d.metric,
+                   help="metric compared (default: eval/return if every run evaluated, else episode/return)")
     p.add_argument("--group-by", dest="group_key", default=d.group_key, help="config key naming a group")
     p.add_argument("--task-key", default=d.task_key, help="config key naming a task")
     p.add_argument("--seed-key", default=d.seed_key)
     p.add_argument("--baseline", default=d.baseline, help="group to compare with; 'null' for none")
     p.add_argument("--final-fraction", type=float, default=d.final_fraction)
-    p.add_argument("--success-metric", default=d.success_metric)
+    p.add_argument("--success-metric", default=d.success_metric,
+                   help="default: eval/success if every run evaluated, else episode/success")
     p.add_argument("--success-threshold", type=float, default=d.success_threshold)
     p.add_argument("--curve-aggregate", choices=sorted(AGGREGATES), default=d.curve_aggregate)
     p.add_argument("--curve-points", type=int, default=d.curve_points)

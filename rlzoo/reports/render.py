@@ -31,6 +31,9 @@ class Report:
     improvement: pd.DataFrame
     efficiency: pd.DataFrame | None  # None when no run logged the success metric
     curves: dict[str, Curve]
+    train_metric: str | None = None  # drawn dashed beside an evaluation metric: its training counterpart
+    train_curves: dict[str, Curve] | None = None
+    end_causes: pd.DataFrame | None = None  # final fraction of episodes per way they ended (NetHack)
 
 
 def _fmt(value: Any) -> str:
@@ -67,17 +70,27 @@ def display_tables(report: Report) -> dict[str, pd.DataFrame]:
     if report.efficiency is not None:
         tables[f"Steps to reach {report.spec.success_metric} ≥ {report.spec.success_threshold:g}"] = \
             report.efficiency
+    if report.end_causes is not None:
+        tables["How episodes ended (mean final fraction)"] = report.end_causes
     return tables
 
 
-def plot_curves(curves: dict[str, Curve], spec: ReportSpec, out_dir: Path) -> list[Path]:
+def plot_curves(report: Report, out_dir: Path) -> list[Path]:
+    """The metric's curves per group; beside an evaluation metric, its training counterpart dashed."""
+    spec = report.spec
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for group, curve in curves.items():
+    for group, curve in report.curves.items():
         (line,) = ax.plot(curve.steps, curve.value, label=group)
         ax.fill_between(curve.steps, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if report.train_curves is not None:
+            train = report.train_curves[group]
+            ax.plot(train.steps, train.value, color=line.get_color(), linestyle="--", label=f"{group} (train)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"{spec.metric} ({spec.curve_aggregate.upper()})")
-    ax.set_title(f"{spec.curve_aggregate.upper()} over runs and tasks, {spec.confidence:.0%} bootstrap band")
+    title = f"{spec.curve_aggregate.upper()} over runs and tasks, {spec.confidence:.0%} bootstrap band"
+    if report.train_metric is not None:
+        title += f"\ndashed: {report.train_metric}"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(title=spec.group_key)
     return _save(fig, out_dir / "learning_curves")
@@ -134,7 +147,7 @@ def _settings(report: Report) -> list[str]:
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """Write every output file; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = {"Learning curves": plot_curves(report.curves, report.spec, out_dir),
+    figures = {"Learning curves": plot_curves(report, out_dir),
                "Final performance": plot_intervals(
                    report.aggregates, [("mean", "mean", "mean_low", "mean_high"),
                                        ("IQM", "iqm", "iqm_low", "iqm_high")], out_dir / "final_performance")}
@@ -146,7 +159,7 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     written = [p for paths in figures.values() for p in paths]
     for name, frame in {"final_performance": report.aggregates, "per_task": report.per_task,
                         "probability_of_improvement": report.improvement,
-                        "sample_efficiency": report.efficiency}.items():
+                        "sample_efficiency": report.efficiency, "end_causes": report.end_causes}.items():
         if frame is not None and not frame.empty:
             path = out_dir / f"{name}.csv"
             frame.to_csv(path, index=name == "per_task")

@@ -1,7 +1,8 @@
 """Collect finished (or running) runs for a report: local run directories, offline and online W&B runs.
 
 Every source becomes a `Run`: a flat config (`{"bonus.name": "e3b", "seed": 1, ...}`) and a metrics
-table indexed by nothing, one row per logged line, always with an `env_steps` column.
+table indexed by nothing, one row per logged line, always with an `env_steps` column. Evaluation rows
+(`eval/*`) are keyed by the env step they evaluated (`eval/env_steps`), in every source alike.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from rlzoo.logging.metrics import METRICS_FILE, read_metrics
 from rlzoo.reports.wandb_records import read_offline_run
 
 STEP_KEY = "env_steps"
+EVAL_STEP_KEY = "eval/env_steps"
+_BOOKKEEPING = {STEP_KEY, "learner_steps", "time", "_step", "_runtime", "_timestamp"}
 RUN_CONFIG = "config.yaml"
 RUN_METRICS = METRICS_FILE
 
@@ -46,8 +49,22 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def split_eval_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Rows with the evaluation's metrics on rows of their own, keyed by the env step evaluated. W&B
+    logs an evaluation at a later step than the one it evaluated, merged with whatever training
+    metrics share that step; a run directory's metrics.jsonl already has evaluation rows of their own."""
+    for row in rows:
+        if EVAL_STEP_KEY not in row:
+            yield dict(row)
+            continue
+        yield {STEP_KEY: row[EVAL_STEP_KEY], **{k: v for k, v in row.items() if k.startswith("eval/")}}
+        rest = {k: v for k, v in row.items() if not k.startswith("eval/")}
+        if set(rest) - _BOOKKEEPING:
+            yield rest
+
+
 def _metrics_frame(rows: Iterable[Mapping[str, Any]], source: str) -> pd.DataFrame:
-    frame = pd.DataFrame([r for r in rows if r.get(STEP_KEY) is not None])
+    frame = pd.DataFrame([r for r in split_eval_rows(rows) if r.get(STEP_KEY) is not None])
     if frame.empty:
         raise ValueError(f"{source}: no metric line has '{STEP_KEY}'")
     return frame.sort_values(STEP_KEY, kind="stable").reset_index(drop=True)

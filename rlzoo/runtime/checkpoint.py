@@ -3,21 +3,31 @@
 A crash mid-write leaves the previous checkpoint intact, and loading never unpickles code
 (`torch.load(weights_only=True)`). A full disk (or quota) stops the save with a CheckpointError that
 says how much space is needed; the temporary file is removed and the previous checkpoint stays.
+A run directory's `checkpoints/` holds
+
+- `latest.pt`: the whole training state, what resume reads;
+- `step_<env steps>.pt`: the history, each a hard link to what was latest.pt then (no second copy on
+  disk), thinned to the last `checkpoint.keep_last` plus one per `checkpoint.keep_every_steps`;
+- `best.pt`: the evaluated policy weights with the best `checkpoint.best_metric` so far (model only).
 """
 from __future__ import annotations
 
 import errno
 import os
 import pickle
+import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
+BEST = "best.pt"
+_HISTORY = re.compile(r"step_(\d+)\.pt")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -27,6 +37,19 @@ class CheckpointError(RuntimeError):
 
 def latest_path(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT_DIR / LATEST
+
+
+def best_path(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINT_DIR / BEST
+
+
+def history_path(run_dir: Path, env_steps: int) -> Path:
+    return run_dir / CHECKPOINT_DIR / f"step_{env_steps:012d}.pt"
+
+
+def checkpoint_file(path: Path) -> Path:
+    """The checkpoint a path names: a run directory's latest.pt, or the file itself."""
+    return latest_path(path) if Path(path).is_dir() else Path(path)
 
 
 def free_bytes(directory: Path) -> int:
@@ -73,11 +96,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        _sync_dir(path.parent)
     except BaseException as err:
         written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
@@ -85,6 +104,72 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             raise _no_space_error(path, max(previous, written), free_bytes(path.parent),
                                   at_least=written >= previous) from None
         raise
+
+
+def _sync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make a rename or unlink itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def history_to_keep(steps: Iterable[int], keep_last: int, keep_every_steps: int) -> set[int]:
+    """Env steps of the history checkpoints to keep: the last `keep_last`, and the first one at or after
+    each multiple of `keep_every_steps` (0: none of those)."""
+    ordered = sorted(steps)
+    keep = set(ordered[-keep_last:]) if keep_last else set()
+    if keep_every_steps:
+        first_of_period: dict[int, int] = {}
+        for step in ordered:
+            first_of_period.setdefault(step // keep_every_steps, step)
+        keep.update(first_of_period.values())
+    return keep
+
+
+def passes_multiple(before: int, after: int, every: int) -> bool:
+    """Whether going from env step `before` to `after` passes a multiple of `every` (0: never)."""
+    return every > 0 and after // every > before // every
+
+
+def add_to_history(run_dir: Path, env_steps: int, keep_last: int, keep_every_steps: int) -> None:
+    """File the current latest.pt as step_<env_steps>.pt, then delete history the settings do not keep."""
+    if not keep_last and not keep_every_steps:
+        return
+    target = history_path(run_dir, env_steps)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(latest_path(run_dir), tmp)
+    except OSError:  # a file system without hard links: a copy
+        shutil.copyfile(latest_path(run_dir), tmp)
+    os.replace(tmp, target)
+    history = {int(m.group(1)): p for p in target.parent.iterdir() if (m := _HISTORY.fullmatch(p.name))}
+    keep = history_to_keep(history, keep_last, keep_every_steps)
+    for step, path in history.items():
+        if step not in keep:
+            path.unlink(missing_ok=True)
+    _sync_dir(target.parent)
+
+
+class BestCheckpoint:
+    """best.pt: the evaluated policy with the best value of `metric` so far (kept across resumes)."""
+
+    def __init__(self, run_dir: Path, metric: str, mode: str) -> None:
+        self.path = best_path(run_dir)
+        self.metric = metric
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.value: float | None = None
+        if self.path.exists():
+            self.value = load_checkpoint(self.path).get("eval", {}).get(metric)
+
+    def offer(self, value: float, state: Callable[[], dict[str, Any]]) -> bool:
+        """Write `state()` to best.pt if `value` beats the best so far; whether it did."""
+        if value != value or (self.value is not None and self.sign * value <= self.sign * self.value):
+            return False  # NaN, or no better
+        save_checkpoint(self.path, state())
+        self.value = value
+        return True
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -7,26 +7,26 @@ every policy evaluated with the same seed the same levels.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rlzoo.bonuses import needs_intrinsic_value_head
-from rlzoo.envs import VecEnv, env_spec
-from rlzoo.envs.vec_env import Obs
+from rlzoo.envs import VecEnv, env_spec, make_vec_env
+from rlzoo.envs.vec_env import Episode, Obs
 from rlzoo.models import Policy, build_model
-from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
+from rlzoo.runtime.checkpoint import checkpoint_file, load_checkpoint
 
 Act = Callable[[Obs, np.ndarray], np.ndarray]  # (obs [B, ...], first [B]) -> actions [B]
 
 
 def load_policy(path: Path) -> tuple[DictConfig, Policy]:
-    """Config and policy (in eval mode) of a run directory or a checkpoint file."""
-    ckpt_path = latest_path(path) if Path(path).is_dir() else Path(path)
-    state = load_checkpoint(ckpt_path)
+    """Config and policy (in eval mode) of a run directory (its latest.pt) or a checkpoint file."""
+    state = load_checkpoint(checkpoint_file(path))
     cfg = OmegaConf.create(state["config"])
     model = build_model(cfg.model, env_spec(cfg.env), intrinsic_value_head=needs_intrinsic_value_head(cfg.bonus))
     model.load_state_dict(state["learner"]["model"])
@@ -68,7 +68,7 @@ class EpisodeObserver(Protocol):
 
 
 def play_episodes(env: VecEnv, act: Act, quota: int | Sequence[int],
-                  observers: Sequence[EpisodeObserver] = ()) -> list[dict[str, float]]:
+                  observers: Sequence[EpisodeObserver] = ()) -> list[Episode]:
     """The first `quota[i]` episodes of every environment i (`quota` an int: the same for all), in
     environment order, each with what the environment reports plus the observers' statistics."""
     quotas = [quota] * env.num_envs if isinstance(quota, int) else list(quota)
@@ -76,7 +76,7 @@ def play_episodes(env: VecEnv, act: Act, quota: int | Sequence[int],
         raise ValueError(f"quota has {len(quotas)} entries for {env.num_envs} environments")
     obs = env.reset()
     first = np.ones(env.num_envs, dtype=bool)
-    kept: list[list[dict[str, float]]] = [[] for _ in range(env.num_envs)]
+    kept: list[list[Episode]] = [[] for _ in range(env.num_envs)]
     while any(len(k) < q for k, q in zip(kept, quotas)):
         for observer in observers:
             observer.observe(obs, first)
@@ -117,7 +117,33 @@ class VideoRecorder:
         return {}
 
 
-def summarize(episodes: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of every statistic over the episodes that report it."""
-    keys = sorted({k for ep in episodes for k in ep})
+def run_episodes(model: Policy, env_cfg: Mapping[str, Any] | DictConfig, episodes: int, seed: int,
+                 greedy: bool, num_envs: int = 8, video_frames: list[np.ndarray] | None = None,
+                 max_frames: int = 1000) -> list[Episode]:
+    """Play `episodes` episodes of `env_cfg` on `num_envs` evaluation environments (seed streams no
+    training environment uses), a fixed share from each; optionally append environment 0's first
+    episode to `video_frames` (NetHack/MiniHack: the terminal; Procgen: the 64×64 frames, 4× larger)."""
+    num_envs = max(1, min(num_envs, episodes))
+    procgen = env_cfg["family"] == "procgen"
+    env = make_vec_env(env_cfg, num_envs, seed=seed, render=video_frames is not None and not procgen,
+                       evaluation=True)
+    observers = []
+    if video_frames is not None:
+        observers.append(VideoRecorder(env, video_frames, max_frames, upscale=4 if procgen else 1))
+    try:
+        return play_episodes(env, policy_actor(model, num_envs, seed, greedy), episode_quota(episodes, num_envs),
+                             observers)
+    finally:
+        env.close()
+
+
+def summarize(episodes: list[Episode]) -> dict[str, float]:
+    """Mean of every numeric statistic over the episodes that report it (`end/<cause>` means are the
+    fractions of episodes that ended that way)."""
+    keys = sorted({k for ep in episodes for k, v in ep.items() if not isinstance(v, str)})
     return {k: float(np.mean([ep[k] for ep in episodes if k in ep])) for k in keys}
+
+
+def death_counts(episodes: list[Episode]) -> dict[str, int]:
+    """How many episodes ended with each NetHack death reason ("killed by a jackal": 3), most frequent first."""
+    return dict(Counter(ep["death"] for ep in episodes if ep.get("death")).most_common())

@@ -35,7 +35,8 @@ def connect(cfg: DictConfig) -> None:
         return
     address = cfg.runtime.ray_address
     if address is None:
-        _start_local(ray, num_cpus=max(cfg.runtime.num_actors + cfg.runtime.learners, available_cpus()))
+        evaluator = cfg.eval.num_cpus if cfg.eval.interval_steps else 0
+        _start_local(ray, num_cpus=max(cfg.runtime.num_actors + cfg.runtime.learners + evaluator, available_cpus()))
         return
     # ray.init retries an unreachable address for minutes; one TCP probe answers in seconds.
     problem = _probe(address)

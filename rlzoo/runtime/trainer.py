@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rlzoo.config import ConfigError, available_cpus, validate
+from rlzoo.config import ConfigError, available_cpus, init_parts, validate
 from rlzoo.envs import env_spec, validate_env_cfg
 from rlzoo.logging.metrics import MetricLogger, format_summary
 from rlzoo.models.precision import resolve_device, resolve_precision
-from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
+from rlzoo.runtime.checkpoint import (CheckpointError, add_to_history, checkpoint_file, latest_path, load_checkpoint,
+                                      passes_multiple, save_checkpoint)
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.preemption import requeue_slurm_job
 from rlzoo.runtime.ray_runtime import LearnerReplicaLost
@@ -46,7 +47,9 @@ class Trainer:
         num_envs = self.num_envs = rt.num_actors * rt.envs_per_actor
         self.device = resolve_device(rt.device)
         self.precision = "bf16" if resolve_precision(rt.precision, self.device) == torch.bfloat16 else "fp32"
-        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - (rt.num_actors if rt.name == "ray" else 0)))
+        eval_cpus = cfg.eval.num_cpus if cfg.eval.interval_steps else 0
+        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - eval_cpus
+                                                        - (rt.num_actors if rt.name == "ray" else 0)))
         if rt.learners > 1:
             from rlzoo.runtime.ray_runtime import RemoteLearners
 
@@ -69,6 +72,11 @@ class Trainer:
 
             self.source = SerialSource(cfg, self.spec)
         self.logger = MetricLogger(run_dir, cfg, self.env_steps, self.elapsed_before)
+        self.evaluation: Any = None
+        if cfg.eval.interval_steps:
+            from rlzoo.runtime.periodic_evaluation import PeriodicEvaluation
+
+            self.evaluation = PeriodicEvaluation(cfg, run_dir, self.logger, self.env_steps)
         self.stop_signal: int | None = None
         self.unrolls_per_actor: Counter[str] = Counter()
         self.env_restarts = 0
@@ -79,9 +87,11 @@ class Trainer:
     def _resume(self) -> None:
         resume = self.cfg.resume
         if resume == "never":
+            self._warm_start()
             return
         path = latest_path(self.run_dir if resume == "auto" else Path(resume))
         if resume == "auto" and not path.exists():
+            self._warm_start()
             return
         state = load_checkpoint(path)
         check_compatible(state.get("config", {}), self.cfg, path)
@@ -92,6 +102,34 @@ class Trainer:
         self.env_steps = int(state["env_steps"])
         self.elapsed_before = float(state["elapsed_s"])
 
+    def _warm_start(self) -> None:
+        """init_from: this new run starts from another run's model (and optimizer, bonus if asked)."""
+        source = self.cfg.init_from
+        if source is None:
+            return
+        path = checkpoint_file(Path(source))
+        if not path.exists():
+            raise ConfigError(f"init_from={source!r}: no checkpoint there; expected a run directory "
+                              "(checkpoints/latest.pt) or a checkpoint file")
+        state = load_checkpoint(path)
+        parts = init_parts(self.cfg)
+        groups = ("model", "bonus") if "bonus" in parts else ("model",)  # the env may differ: fine-tuning
+        try:
+            check_compatible(state.get("config", {}), self.cfg, path, groups,
+                             advice="pick a checkpoint of the same model, or change this run's")
+        except CheckpointError as err:
+            raise ConfigError(f"init_from={source!r}: {err}") from None
+        merged = self.learner.state_dict()
+        for part in parts:
+            if part not in state["learner"] or part not in merged:
+                where = path if part not in state["learner"] else "this run (bonus=none)"
+                raise ConfigError(f"init_from_parts includes {part}, but {where} has no {part} state")
+            merged[part] = state["learner"][part]
+        try:
+            self.learner.load_state_dict(merged)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise ConfigError(f"init_from={source!r} does not fit this run's {'/'.join(parts)}: {err}") from None
+
     def save(self, elapsed: float) -> None:
         save_checkpoint(latest_path(self.run_dir), {
             "learner": self.learner.state_dict(),
@@ -99,6 +137,8 @@ class Trainer:
             "elapsed_s": self.elapsed_before + elapsed,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         })
+        history = self.cfg.checkpoint
+        add_to_history(self.run_dir, self.env_steps, history.keep_last, history.keep_every_steps)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_signal = signum
@@ -114,6 +154,7 @@ class Trainer:
         columns = 0
         self.learner_publish()
         try:
+            self._evaluate(0.0)  # the initial weights, in a fresh run
             while self.env_steps < cfg.total_steps and self.stop_signal is None:
                 if cfg.time_limit_s and time.monotonic() - start >= cfg.time_limit_s:
                     break
@@ -155,12 +196,17 @@ class Trainer:
                 elapsed = time.monotonic() - start
                 self.logger.step(self.env_steps, self.learner.version, elapsed,
                                  extra=self._runtime_metrics(wait_s, elapsed))
-                if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval_s:
+                self._evaluate(elapsed)
+                if (time.monotonic() - last_checkpoint >= cfg.checkpoint.interval_s or passes_multiple(
+                        self.env_steps - batch.size, self.env_steps, cfg.checkpoint.keep_every_steps)):
                     self.save(elapsed)
                     last_checkpoint = time.monotonic()
                     self._learner_restarts_in_a_row = 0
             elapsed = time.monotonic() - start
             self.save(elapsed)  # before close(): remote learners need Ray to hand over their state
+            if self.evaluation is not None and cfg.eval.final and self.stop_signal is None:
+                self.evaluation.finish(self.env_steps, self.learner.version, self.learner.weights,
+                                       self.elapsed_before + elapsed, stop=lambda: self.stop_signal is not None)
         except NonFiniteLossError:
             self.save(time.monotonic() - start)  # kept for inspection
             raise
@@ -186,6 +232,8 @@ class Trainer:
             # trained on since the checkpoint that a lost learner replica sent the run back to.
             "env_steps_lost": self.source.steps_lost + sum(u.size for u in pending) + self.learner_steps_lost,
             "mean_return_last_100": _finite_or_none(self.logger.recent_return()),
+            **({"eval": self.evaluation.summary(), "eval_restarts": self.evaluation.restarts}
+               if self.evaluation is not None else {}),
             "stopped_by": signal.Signals(self.stop_signal).name if self.stop_signal else "done",
             "run_dir": str(self.run_dir),
         }
@@ -238,6 +286,8 @@ class Trainer:
             print("rlzoo: the Slurm job was requeued", file=sys.stderr)
 
     def close(self) -> None:
+        if self.evaluation is not None:
+            self.evaluation.close()
         self.source.close()
         self.learner.close()
         if self.cfg.runtime.name == "ray" or self.cfg.runtime.learners > 1:
@@ -264,6 +314,12 @@ class Trainer:
     def learner_publish(self) -> None:
         self.source.publish(self.learner.weights(), self.learner.version)
 
+    def _evaluate(self, elapsed: float) -> None:
+        """Start an evaluation when one is due and record finished ones; never waits for the evaluator."""
+        if self.evaluation is not None:
+            self.evaluation.step(self.env_steps, self.learner.version, self.learner.weights,
+                                 self.elapsed_before + elapsed)
+
 
 def name_sweep(cfg: DictConfig, sweep: str) -> None:
     """Runs of one sweep share a W&B group (the sweep) and carry readable tags."""
@@ -289,13 +345,17 @@ def record_attempt(run_dir: Path) -> None:
     path.write_text(json.dumps(info, indent=2) + "\n")
 
 
-# Settings that change how fast a run goes, never what it computes: a resumed run may change them.
-_SPEED_ONLY_KEYS = {"env": {"share_nethack_code", "fast_reset"}}
+# Settings that never change what training computes (its speed, where it is evaluated): a resumed
+# run may change them.
+_NOT_TRAINING_KEYS = {"env": {"share_nethack_code", "fast_reset", "eval_num_levels", "eval_start_level"}}
 
 
-def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None:
-    """A checkpoint only resumes a run of the same model, bonus and environment."""
-    for group in ("model", "bonus", "env"):
+def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path,
+                     groups: tuple[str, ...] = ("model", "bonus", "env"),
+                     advice: str = "start a new run directory or restore those values") -> None:
+    """A checkpoint only resumes a run of the same model, bonus and environment (warm starts check
+    fewer `groups`)."""
+    for group in groups:
         before = saved.get(group)
         now = OmegaConf.to_container(cfg[group], resolve=True)
         if before is None:
@@ -307,12 +367,12 @@ def check_compatible(saved: dict[str, Any], cfg: DictConfig, path: Path) -> None
             except ValueError:
                 pass  # a key that no longer exists: reported as a change below
         changed = sorted(k for k in set(before) | set(now)
-                         if before.get(k) != now.get(k) and k not in _SPEED_ONLY_KEYS.get(group, ()))
+                         if before.get(k) != now.get(k) and k not in _NOT_TRAINING_KEYS.get(group, ()))
         if changed:
             raise CheckpointError(
                 f"{path} was written by a run with a different {group} config (keys {', '.join(changed)}: "
                 f"{ {k: before.get(k) for k in changed} } there, { {k: now.get(k) for k in changed} } here); "
-                "start a new run directory or restore those values"
+                f"{advice}"
             )
 
 
