@@ -1,9 +1,6 @@
 """Evaluation while training, end to end: rows at the configured steps, the learner's speed, a killed
 evaluator, videos on disk and in an offline W&B run, best.pt and the bounded checkpoint history."""
 import json
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from rlzoo.runtime.checkpoint import best_path, load_checkpoint
 from rlzoo.runtime.evaluation import load_policy
 from rlzoo.runtime.periodic_evaluation import PeriodicEvaluation
 from rlzoo.runtime.trainer import Trainer, train
+from process_kills import run_killing
 
 pytestmark = pytest.mark.integration
 
@@ -76,21 +74,10 @@ def test_killed_evaluator_is_replaced_and_training_goes_on(compose, tmp_path):
                    "eval.episodes=4", "eval.num_envs=2"])
     trainer = Trainer(cfg, tmp_path)
     victim = trainer.evaluation.runner.pid()
-    killed_at = []
-
-    def kill_after_first_evaluation():
-        while trainer.evaluation.last is None:
-            time.sleep(0.05)
-        killed_at.append(trainer.env_steps)
-        os.kill(victim, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_after_first_evaluation, daemon=True)
-    killer.start()
     with pytest.warns(UserWarning, match="evaluator: it died"):
-        summary = trainer.run()
-    killer.join(timeout=5)
+        summary, killed_at = run_killing(trainer, victim, lambda: trainer.evaluation.last is not None)
     assert summary["eval_restarts"] == 1 and summary["env_steps"] == 8192
-    assert any(row["env_steps"] > killed_at[0] for row in eval_rows(tmp_path)), "no evaluation after the kill"
+    assert any(row["env_steps"] > killed_at for row in eval_rows(tmp_path)), "no evaluation after the kill"
 
 
 def test_serial_run_writes_videos_best_checkpoint_and_bounded_history(compose, tmp_path):

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rlzoo.runtime.checkpoint import CheckpointError, free_bytes, latest_path, l
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.ray_runtime import RayConnectionError
 from rlzoo.runtime.trainer import Trainer, check_compatible, train
+from process_kills import run_killing
 
 
 class FaultyEnv:
@@ -66,20 +66,9 @@ def test_killed_ray_actor_is_replaced(compose, tmp_path):
     import ray
 
     victim = ray.get(trainer.source.actors[0].pid.remote())
-    steps_at_kill = []
-
-    def kill_when_running():
-        while trainer.env_steps < 500:
-            time.sleep(0.05)
-        steps_at_kill.append(trainer.env_steps)
-        os.kill(victim, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_running, daemon=True)
-    killer.start()
-    summary = trainer.run()
-    killer.join(timeout=5)
+    summary, killed_at = run_killing(trainer, victim, lambda: trainer.env_steps >= 500)
     assert summary["actor_restarts"] == 1
-    assert summary["env_steps"] >= 3000 > steps_at_kill[0]
+    assert summary["env_steps"] >= 3000 > killed_at
     assert summary["unrolls_per_actor"]["0"] > 0
 
 
@@ -358,21 +347,12 @@ def test_a_killed_learner_replica_restarts_the_run_from_its_last_checkpoint(comp
                    "checkpoint.interval_s=0.5", "logger.log_interval_s=0.2"])
     trainer = Trainer(cfg, tmp_path)
     victim = trainer.learner.pids()[1]
-    killed_at = []
-
-    def kill_after_a_checkpoint():
-        _wait_for(lambda: latest_path(tmp_path).exists() and trainer.env_steps >= 1024)
-        killed_at.append(trainer.env_steps)
-        os.kill(victim, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_after_a_checkpoint, daemon=True)
-    killer.start()
     with pytest.warns(UserWarning, match="learner replica died.*from the last checkpoint"):
-        summary = trainer.run()
-    killer.join(timeout=5)
+        summary, killed_at = run_killing(trainer, victim,
+                                         lambda: latest_path(tmp_path).exists() and trainer.env_steps >= 1024)
     assert summary["learner_restarts"] == 1
-    assert summary["env_steps"] >= 3072 > killed_at[0]
+    assert summary["env_steps"] >= 3072 > killed_at
     # No more was lost than what followed the checkpoint: at most the steps since it, plus unrolls in flight.
-    assert 0 < summary["env_steps_lost"] <= killed_at[0] + 4 * 16 * 4
+    assert 0 < summary["env_steps_lost"] <= killed_at + 4 * 16 * 4
     steps = _metric_steps(tmp_path)
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # the log went back with the run: no duplicates
