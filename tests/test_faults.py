@@ -200,7 +200,8 @@ def test_full_disk_stops_the_run_with_one_line_then_it_resumes(small_disk):
                         r"\(needs ~\d+\.\d MB, \d+\.\d MB free\); the previous checkpoint \S+ is intact; .*",
                         full.stderr.strip().splitlines()[-1]), full.stderr
     assert load_checkpoint(latest_path(run_dir))["env_steps"] == 128
-    assert sorted(p.name for p in latest_path(run_dir).parent.iterdir()) == ["latest.pt"]
+    # Nothing half-written is left (history files are hard links to complete checkpoints).
+    assert sorted(p.name for p in latest_path(run_dir).parent.iterdir() if not p.name.startswith("step_")) == ["latest.pt"]
     for filler in small_disk.glob("filler*"):
         filler.unlink()
     resumed = subprocess.run(_train_cmd(run_dir, "total_steps=256", *model), capture_output=True, text=True,
