@@ -19,6 +19,7 @@ from rlzoo.config import ConfigError, available_cpus, validate
 from rlzoo.envs import env_spec, validate_env_cfg
 from rlzoo.logging.metrics import MetricLogger, format_summary
 from rlzoo.models.precision import resolve_device, resolve_precision
+from rlzoo.runtime.auxiliary import check_imitation
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint, save_checkpoint
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
 from rlzoo.runtime.preemption import requeue_slurm_job
@@ -32,6 +33,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         validate(cfg)
         self.spec = env_spec(cfg.env)  # a bad env name fails here, before any worker starts
+        check_imitation(cfg, self.spec)  # datasets and teacher of algo=bc, algo.bc_aux, algo.kickstart
         self.cfg = cfg
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +44,8 @@ class Trainer:
         num_envs = rt.num_actors * rt.envs_per_actor
         self.device = resolve_device(rt.device)
         self.precision = "bf16" if resolve_precision(rt.precision, self.device) == torch.bfloat16 else "fp32"
-        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - (rt.num_actors if rt.name == "ray" else 0)))
+        actor_cpus = rt.num_actors if rt.name == "ray" and cfg.algo.name != "bc" else 0
+        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - actor_cpus))
         if rt.learners > 1:
             from rlzoo.runtime.ray_runtime import RemoteLearners
 
@@ -54,7 +57,11 @@ class Trainer:
         self.elapsed_before = 0.0
         self._resume()
         self._start_steps = self.env_steps
-        if rt.name == "ray":
+        if cfg.algo.name == "bc":  # recorded games instead of actors
+            from rlzoo.runtime.demonstrations import DemonstrationSource
+
+            self.source = DemonstrationSource(cfg, self.spec, self.env_steps)
+        elif rt.name == "ray":
             from rlzoo.runtime.ray_runtime import connect
             from rlzoo.runtime.sources import RaySource
 
@@ -216,6 +223,7 @@ class Trainer:
             "learner/wait_share": wait_s / max(elapsed, 1e-9),
             "faults/actor_restarts": float(self.source.restarts),
             "faults/env_restarts": float(self.env_restarts),
+            **self.source.metrics(),
         }
 
     def learner_publish(self) -> None:
