@@ -23,8 +23,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlzoo.algos.imitation import KICKSTARTING_KINDS, SCHEDULES, behavioural_cloning_loss, coefficient_schedule, \
-    kickstarting_loss
+from rlzoo.algos.imitation import (
+    KICKSTARTING_KINDS,
+    SCHEDULES,
+    behavioural_cloning_loss,
+    coefficient_schedule,
+    kickstarting_loss,
+)
 from rlzoo.algos.impala import entropy
 from rlzoo.bonuses import needs_intrinsic_value_head
 from rlzoo.config import ConfigError, check_choice, check_number
@@ -32,8 +37,13 @@ from rlzoo.envs import EnvSpec, env_spec
 from rlzoo.models import Policy, build_model, build_torso
 from rlzoo.models.precision import autocast
 from rlzoo.runtime.checkpoint import CheckpointError, latest_path, load_checkpoint
-from rlzoo.runtime.demonstrations import (DemonstrationStream, check_batch_fits, check_reads_terminal_only,
-                                          open_demonstrations, stream_seed)
+from rlzoo.runtime.demonstrations import (
+    DemonstrationStream,
+    check_batch_fits,
+    check_reads_terminal_only,
+    open_demonstrations,
+    stream_seed,
+)
 from rlzoo.unroll import DemonstrationUnroll, Unroll
 
 ALGOS_WITH_TERMS = ("impala",)  # learners that call the hooks (the next: appo)
