@@ -215,11 +215,11 @@ def clone_part(out: Path, teacher_dir: Path, scale: float, extra: list[str]) -> 
     return verdict, ok
 
 
-def steps_to_level(run_dir: Path, level: float, window: int = LEVEL_WINDOW) -> int | None:
-    """First env step at which the mean return of about the last `window` training episodes
-    reaches `level` (each metric row holds the mean over the episodes that ended since the previous)."""
+def windowed_returns(run_dir: Path, window: int = LEVEL_WINDOW) -> list[tuple[int, float]]:
+    """(env step, mean return of about the last `window` training episodes) at every metric row
+    once that many episodes ended (each row holds the mean over the episodes since the previous)."""
     recent: deque[tuple[int, float]] = deque()
-    count, previous = 0, 0
+    count, previous, curve = 0, 0, []
     for row in read_metrics(run_dir):
         ended, previous = row["episodes"] - previous, row["episodes"]
         if "episode/return" not in row or ended <= 0:
@@ -228,9 +228,14 @@ def steps_to_level(run_dir: Path, level: float, window: int = LEVEL_WINDOW) -> i
         count += ended
         while count - recent[0][0] >= window:
             count -= recent.popleft()[0]
-        if count >= window and sum(n * r for n, r in recent) / count >= level:
-            return int(row["env_steps"])
-    return None
+        if count >= window:
+            curve.append((int(row["env_steps"]), sum(n * r for n, r in recent) / count))
+    return curve
+
+
+def steps_to_level(run_dir: Path, level: float) -> int | None:
+    """First env step at which the windowed training return reaches `level`."""
+    return next((step for step, value in windowed_returns(run_dir) if value >= level), None)
 
 
 def kickstart_part(out: Path, teacher_dir: Path, scale: float, seeds: int, extra: list[str]) -> tuple[str, bool]:
@@ -243,6 +248,7 @@ def kickstart_part(out: Path, teacher_dir: Path, scale: float, seeds: int, extra
                         f"algo.kickstart.decay_steps={max(1, steps // 2)}"],
     }
     reached: dict[str, list[int | None]] = {}
+    final: dict[str, list[float]] = {}
     print(f"== kickstarting: steps to the teacher's level ({LEVEL_FRACTION:.0%} of {teacher_return:.3f} = {level:.3f}) ==",
           flush=True)
     for seed in range(1, seeds + 1):  # seeds outermost: a load change hits both methods alike
@@ -251,15 +257,17 @@ def kickstart_part(out: Path, teacher_dir: Path, scale: float, seeds: int, extra
             summary = run_once(run_dir, [*TASK, *RUNTIME, f"seed={seed + 100}", *overrides, *extra], steps)
             budget = summary["env_steps"]  # whole batches: a little over `steps`
             reached.setdefault(method, []).append(steps_to_level(run_dir, level))
+            final.setdefault(method, []).append(windowed_returns(run_dir)[-1][1])
     rows, iqms = [], {}
     for method, per_seed in reached.items():
         censored = np.array([budget if s is None else s for s in per_seed], dtype=np.float64)
         iqm, low, high = iqm_interval(censored[:, None])
         iqms[method] = iqm
         rows.append([method, budget, " ".join(f">{budget:,}" if s is None else f"{s:,}" for s in per_seed),
-                     sum(s is not None for s in per_seed), iqm, low, high])
+                     sum(s is not None for s in per_seed), round(iqm), round(low), round(high),
+                     " ".join(f"{r:.2f}" for r in final[method])])
     print(write_table(out, "kickstart", ["method", "budget", "steps_per_seed", "seeds_reaching", "iqm_steps",
-                                         "ci_low", "ci_high"], rows), flush=True)
+                                         "ci_low", "ci_high", f"final_return_last_{LEVEL_WINDOW}"], rows), flush=True)
     ok = iqms["kickstarted"] < iqms["from scratch"]
     return (f"kickstarting reaches the teacher's level in {iqms['kickstarted']:,.0f} steps (IQM) vs "
             f"{iqms['from scratch']:,.0f} from scratch ({'PASS' if ok else 'FAIL'})"), ok
