@@ -81,14 +81,15 @@ class Unroll:
 
     @classmethod
     def concat(cls, unrolls: Sequence["Unroll"]) -> "Unroll":
-        """Unrolls side by side along B (a batch); always a fresh, writable copy."""
+        """Unrolls side by side along B (a batch) of the unrolls' own type; always a fresh, writable copy."""
         if not unrolls:
             raise ValueError("Unroll.concat needs at least one unroll")
+        kind = type(unrolls[0])
         values = {}
-        for f in dataclasses.fields(cls):
+        for f in dataclasses.fields(kind):
             parts = [getattr(u, f.name) for u in unrolls]
             values[f.name] = _zip_map(parts, lambda xs, axis=f.metadata["axis"]: _cat(xs, axis))
-        return cls(**values)
+        return kind(**values)
 
     def columns(self, cols: slice | Array) -> "Unroll":
         """The unroll restricted to environment columns `cols` (a slice or an index array)."""
@@ -116,6 +117,16 @@ class Unroll:
 
 
 Batch = Unroll  # a batch is unrolls concatenated along B: the same fields
+
+
+@dataclasses.dataclass
+class DemonstrationUnroll(Unroll):
+    """T steps of B recorded games (rlzoo.runtime.demonstrations): `actions` are the recorded ones,
+    `rewards` and `logits` are zero, `core_state` is empty (the learner carries the recurrent state
+    of each row from one batch to the next), `env_ids` are the dataset's rows and `unroll_index`
+    counts the batches."""
+
+    valid: Array = _step("[T, B] bool: actions[t] is a recorded keypress that the env's action set has")
 
 
 def synthetic_unroll(obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], num_actions: int, steps: int,

@@ -7,7 +7,8 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "SECURITY.md", ROOT / "rlzoo" / "motif" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "SECURITY.md", ROOT / "rlzoo" / "motif" / "README.md",
+        ROOT / "rlzoo" / "nld" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A path from the repository root anywhere in the text, or one inside the package in backquotes
 # (`runtime/trainer.py`); run-directory files (`config.yaml`) have no folder and are not checked.
 FROM_ROOT = re.compile(r"(?<![\w/.])((?:rlzoo|configs|scripts|docs|tests|slurm)/[\w./-]*\w)")

@@ -23,6 +23,8 @@ import nle.dataset as nld
 LAYOUTS = ("nle", "altorg")
 _READ_CHUNK = 1 << 20  # compressed bytes per read when checking a file
 _MAX_OUTPUT = 1 << 24  # decompressed bytes held at once when checking a file
+INDEX_FILE = "ttyrecs.db"  # the index build_dataset writes into the ttyrec directory by default
+_BZ2_MAGIC = b"BZh"  # how every bz2 stream starts
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,24 @@ def ttyrec_problem(path: Path) -> str | None:
     return None
 
 
+def ttyrec_header_problem(path: Path) -> str | None:
+    """Why `path` cannot be a ttyrec at all (missing, empty, not bz2-compressed), or None: the
+    check that stays cheap for a whole dataset (a header read per file; `ttyrec_problem` reads
+    every byte)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_BZ2_MAGIC))
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err})"
+    if not head:
+        return "empty"
+    if head != _BZ2_MAGIC:
+        return "not a bz2 file"
+    return None
+
+
 def build_dataset(
     ttyrec_dir: str | os.PathLike[str],
     db_path: str | os.PathLike[str] | None = None,
@@ -74,7 +94,7 @@ def build_dataset(
     overwrite: bool = False,
 ) -> NLDDataset:
     """Index the ttyrecs under `ttyrec_dir` with nle.dataset into a new sqlite file (default
-    `<ttyrec_dir>/ttyrecs.db`) and check that every indexed file is readable in full.
+    `<ttyrec_dir>/ttyrecs.db`, INDEX_FILE) and check that every indexed file is readable in full.
 
     Raises ValueError naming the directory or file for: a missing or empty directory, an unknown
     layout, a directory nle.dataset cannot index, no finished game, an empty or truncated ttyrec.
@@ -84,7 +104,7 @@ def build_dataset(
     root = Path(ttyrec_dir).absolute()
     if not root.is_dir():
         raise ValueError(f"ttyrec directory {root} does not exist")
-    db_path = Path(db_path).absolute() if db_path is not None else root / "ttyrecs.db"
+    db_path = Path(db_path).absolute() if db_path is not None else root / INDEX_FILE
     if db_path.exists() and not overwrite:
         raise ValueError(f"dataset index {db_path} already exists; pass overwrite=True to rebuild it")
     _check_layout(root, layout)
@@ -102,7 +122,7 @@ def build_dataset(
                 f"no finished game in {root}: nle.dataset indexes only games listed in an xlogfile "
                 "(an episode still running when its environment closed has no line there)"
             )
-        for path in _indexed_files(dataset):
+        for path in indexed_files(dataset):
             problem = ttyrec_problem(path)
             if problem is not None:
                 raise ValueError(f"ttyrec {path} is {problem}")
@@ -157,7 +177,8 @@ def _check_layout(root: Path, layout: str) -> None:
             )
 
 
-def _indexed_files(dataset: NLDDataset) -> list[Path]:
+def indexed_files(dataset: NLDDataset) -> list[Path]:
+    """Every ttyrec file of the dataset, in game order."""
     with contextlib.closing(nld.db.connect(str(dataset.db_path))) as conn:
         rows = conn.execute(
             "SELECT ttyrecs.path FROM ttyrecs JOIN datasets ON ttyrecs.gameid = datasets.gameid "

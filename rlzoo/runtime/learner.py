@@ -1,7 +1,9 @@
 """The learner: owns the policy, its optimizer and the exploration bonus, and trains them on batches.
 
 `Learner.update` reads as the algorithm: bonus reward (the bonus's own networks train alongside) →
-IMPALA loss and its gradient, chunk by chunk → one optimizer step. The loss itself is
+IMPALA loss and its gradient, chunk by chunk, plus the auxiliary imitation terms
+(rlzoo/runtime/auxiliary.py; under `algo=bc` behavioural cloning replaces the RL loss) → one
+optimizer step. The loss itself is
 `rlzoo.algos.impala.impala_loss`; this module is the plumbing around it (devices, precision, chunks,
 replicas, non-finite updates).
 """
@@ -23,7 +25,8 @@ from rlzoo.envs import EnvSpec
 from rlzoo.models import build_model
 from rlzoo.models.precision import autocast, resolve_precision
 from rlzoo.runtime import distributed
-from rlzoo.unroll import Batch
+from rlzoo.runtime.auxiliary import AuxiliaryLosses
+from rlzoo.unroll import Batch, DemonstrationUnroll
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,6 +59,8 @@ class Learner:
         self._bonus_thread = (ThreadPoolExecutor(1, thread_name_prefix="bonus-training")
                               if self.bonus is not None else None)
         self.optimizer = self._make_optimizer()
+        # Imitation terms (kickstarting, BC on recorded games) and algo=bc's loss: runtime/auxiliary.py.
+        self.auxiliary = AuxiliaryLosses(cfg, spec, self.model, device, self.compute_dtype, rank, world_size)
         self.version = 0  # learner steps taken; actors report which version acted
         self.skipped_updates = 0
         self._nonfinite_in_a_row = 0
@@ -89,7 +94,10 @@ class Learner:
                 share = batch.num_columns // self.world_size
                 cols = slice(self.rank * share, (self.rank + 1) * share)
                 batch, intrinsic = batch.columns(cols), None if intrinsic is None else intrinsic[:, cols]
-            terms = self._accumulate_gradients(batch, intrinsic, loss_scale)
+            if isinstance(batch, DemonstrationUnroll):  # algo=bc: recorded games, cloned instead of the RL loss
+                terms = self.auxiliary.clone(batch, self.chunk_columns)
+            else:
+                terms = self._accumulate_gradients(batch, intrinsic, loss_scale, env_steps)
             # 3. One optimizer step on the summed gradient (skipped when it is not finite).
             metrics = self._optimizer_step(terms, env_steps)
         finally:
@@ -109,8 +117,10 @@ class Learner:
         intrinsic = self.bonus.intrinsic_reward(batch)
         return intrinsic, self._bonus_thread.submit(self.bonus.update, batch)
 
-    def _accumulate_gradients(self, batch: Batch, intrinsic: torch.Tensor | None, loss_scale: float) -> dict[str, float]:
-        """Backward of the IMPALA loss chunk by chunk of columns; returns the summed loss terms.
+    def _accumulate_gradients(self, batch: Batch, intrinsic: torch.Tensor | None, loss_scale: float,
+                              env_steps: int) -> dict[str, float]:
+        """Backward of the IMPALA loss (+ the auxiliary terms) chunk by chunk of columns; returns the
+        summed loss terms.
 
         The losses are sums over samples, so the chunks' gradients add up to the whole batch's, and a
         chunk's activations stay small enough to keep the cost per sample flat as batches grow.
@@ -127,9 +137,11 @@ class Learner:
             out = {k: v.float() for k, v in out.items()}
             loss = impala_loss(out, part.logits, part.actions, part.rewards,
                                None if intrinsic is None else intrinsic[:, cols], part.dones, self.settings, self.mix)
-            (loss.total * loss_scale).backward()
+            ((loss.total + self.auxiliary.batch_loss(out, part, env_steps)) * loss_scale).backward()
             totals += torch.stack(list(loss)).detach().float().cpu()
-        return dict(zip(("loss/total", "loss/policy", "loss/baseline", "loss/entropy"), totals.tolist()))
+        terms = dict(zip(("loss/total", "loss/policy", "loss/baseline", "loss/entropy"), totals.tolist()))
+        terms.update(self.auxiliary.finish(env_steps, self.chunk_columns))
+        return terms
 
     def _optimizer_step(self, terms: dict[str, float], env_steps: int) -> dict[str, float]:
         if self.world_size > 1:
@@ -167,6 +179,7 @@ class Learner:
         return {"learner/skipped_updates": float(self.skipped_updates)}
 
     def close(self) -> None:
+        self.auxiliary.close()
         if self.bonus is not None:
             self._bonus_thread.shutdown()
             self.bonus.close()

@@ -1,6 +1,8 @@
 """Where unrolls come from: rollout workers in this process, or Ray actors.
 
-Both expose `next_unrolls()` (finished rollouts), `publish(weights, version)` and `restarts`.
+Both expose `next_unrolls()` (finished rollouts), `publish(weights, version)`, `restarts`,
+`steps_lost` and `metrics()` (counters the trainer logs). Under `algo=bc` recorded games take the
+actors' place: `DemonstrationSource` in rlzoo/runtime/demonstrations.py.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ class SerialSource:
         worker = self.workers[self._next]
         self._next = (self._next + 1) % len(self.workers)
         return [worker.rollout()]
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def close(self) -> None:
         for w in self.workers:
@@ -133,6 +138,9 @@ class RaySource:
         """Replace every actor: their environments restart from scratch, as in a resumed run."""
         for actor_id in range(len(self.actors)):
             self._restart(actor_id, reason)
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def close(self) -> None:
         for actor in self.actors:

@@ -20,6 +20,7 @@ from rlzoo.config import ConfigError, available_cpus, init_parts, validate
 from rlzoo.envs import env_spec, validate_env_cfg
 from rlzoo.logging.metrics import MetricLogger, format_summary
 from rlzoo.models.precision import resolve_device, resolve_precision
+from rlzoo.runtime.auxiliary import check_imitation
 from rlzoo.runtime.checkpoint import (CheckpointError, add_to_history, checkpoint_file, latest_path, load_checkpoint,
                                       passes_multiple, save_checkpoint)
 from rlzoo.runtime.learner import Learner, NonFiniteLossError
@@ -37,6 +38,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         validate(cfg)
         self.spec = env_spec(cfg.env)  # a bad env name fails here, before any worker starts
+        check_imitation(cfg, self.spec)  # datasets and teacher of algo=bc, algo.bc_aux, algo.kickstart
         self.cfg = cfg
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -48,8 +50,8 @@ class Trainer:
         self.device = resolve_device(rt.device)
         self.precision = "bf16" if resolve_precision(rt.precision, self.device) == torch.bfloat16 else "fp32"
         eval_cpus = cfg.eval.num_cpus if cfg.eval.interval_steps else 0
-        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - eval_cpus
-                                                        - (rt.num_actors if rt.name == "ray" else 0)))
+        actor_cpus = rt.num_actors if rt.name == "ray" and cfg.algo.name != "bc" else 0
+        torch.set_num_threads(rt.learner_threads or max(1, available_cpus() - eval_cpus - actor_cpus))
         if rt.learners > 1:
             from rlzoo.runtime.ray_runtime import RemoteLearners
 
@@ -61,7 +63,11 @@ class Trainer:
         self.elapsed_before = 0.0
         self._resume()
         self._start_steps = self.env_steps
-        if rt.name == "ray":
+        if cfg.algo.name == "bc":  # recorded games instead of actors
+            from rlzoo.runtime.demonstrations import DemonstrationSource
+
+            self.source = DemonstrationSource(cfg, self.spec, self.env_steps)
+        elif rt.name == "ray":
             from rlzoo.runtime.ray_runtime import connect
             from rlzoo.runtime.sources import RaySource
 
@@ -309,6 +315,7 @@ class Trainer:
             "learner/wait_share": wait_s / max(elapsed, 1e-9),
             "faults/actor_restarts": float(self.source.restarts),
             "faults/env_restarts": float(self.env_restarts),
+            **self.source.metrics(),
         }
 
     def learner_publish(self) -> None:
