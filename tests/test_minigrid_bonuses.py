@@ -11,19 +11,11 @@ from rlzoo.config import load_config
 from rlzoo.envs import env_spec, make_vec_env
 from rlzoo.unroll import Unroll
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 MAZE = {"family": "minigrid", "name": "MiniGrid-MultiRoom-N7-S4-v0", "full_grid": True}
 SMALL_MODEL = ["model.fc_sizes=[32]", "model.lstm_size=0"]
 LEFT = 0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

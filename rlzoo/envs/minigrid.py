@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
 from typing import Any
 
 import numpy as np
@@ -30,10 +29,8 @@ RIDE_MULTIROOMS = ((7, 4), (7, 8), (10, 4), (10, 6), (10, 10), (12, 10))
 def register_minigrid_ids() -> tuple[str, ...]:
     """Register MiniGrid's ids and the RIDE paper's extra MultiRoom layouts; every MiniGrid-* id."""
     import gymnasium
+    import minigrid  # noqa: F401  (registers the MiniGrid-* and BabyAI-* ids on import)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # minigrid re-registers ids that MiniHack's import added already
-        import minigrid  # noqa: F401  (registers the MiniGrid-* and BabyAI-* ids on import)
     for rooms, size in RIDE_MULTIROOMS:
         name = f"MiniGrid-MultiRoom-N{rooms}-S{size}-v0"
         if name not in gymnasium.registry:
@@ -104,7 +101,6 @@ class MiniGridEnv:
         self.start_level = cfg["start_level"]
         self.full_grid = cfg["full_grid"]
         self.episode_return = 0.0
-        self.episode_length = 0
 
     def _level_seed(self) -> int:
         if self.num_levels > 0:
@@ -121,7 +117,6 @@ class MiniGridEnv:
     def _reset(self) -> dict[str, Any]:
         obs, _ = self.env.reset(seed=self._level_seed())
         self.episode_return = 0.0
-        self.episode_length = 0
         return obs
 
     def reset(self, out: Obs, i: int) -> None:
@@ -130,16 +125,14 @@ class MiniGridEnv:
     def step(self, action: int, out: Obs, i: int) -> tuple[float, bool, dict[str, float] | None]:
         obs, reward, terminated, truncated, _ = self.env.step(action)
         self.episode_return += reward
-        self.episode_length += 1
-        done = terminated or truncated
         episode = None
-        if done:
+        if terminated or truncated:
             # MiniGrid pays 1 − 0.9·steps/max_steps only on reaching the goal; lava and time-outs pay 0.
-            episode = {"return": self.episode_return, "length": self.episode_length,
+            episode = {"return": self.episode_return, "length": self.env.step_count,
                        "success": float(terminated and reward > 0)}
             obs = self._reset()
         self._write(obs, out, i)
-        return float(reward), done, episode
+        return float(reward), terminated or truncated, episode
 
     def render(self) -> np.ndarray:
         return self.env.get_frame()  # drawn from the grid on demand: nothing to keep while stepping
