@@ -139,6 +139,8 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "algo.optimizer", ["rmsprop", "adam"])
     check_number(cfg, "algo.lr", min_value=0, min_inclusive=False)
     check_choice(cfg, "algo.lr_decay", ["linear", "none"])
+    if cfg.algo.lr_decay_steps is not None:
+        check_number(cfg, "algo.lr_decay_steps", integer=True, min_value=1)
     check_number(cfg, "algo.alpha", min_value=0, max_value=1)
     check_number(cfg, "algo.eps", min_value=0, min_inclusive=False)
     check_number(cfg, "algo.momentum", min_value=0)

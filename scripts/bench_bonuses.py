@@ -22,24 +22,18 @@ multiplies every step budget (e.g. 0.01 for a smoke run). Each part writes <part
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
-from bench_common import steady_state_steps_per_second
+from bench_common import (positions_per_episode, random_action_success, run_once, steady_state_steps_per_second,
+                          success_rate, write_table)
 
 from rlzoo.bonuses import runnable_bonus_options
 from rlzoo.config import load_config
-from rlzoo.envs import make_vec_env
 from rlzoo.logging.metrics import read_metrics
 from rlzoo.reports.statistics import iqm_interval
-from rlzoo.runtime.evaluation import load_policy, play_episodes, policy_actor, random_actor
-from rlzoo.runtime.trainer import train
 
 METHODS = runnable_bonus_options()  # every bonus that needs nothing beyond its config, `none` first
 EXPLORATION_TASK = "MiniHack-Labyrinth-Small-v0"
@@ -58,65 +52,6 @@ def is_episodic(option: str) -> bool:
     """Whether the bonus keeps per-episode state at its heart: E3B, episodic counts, or a global × episodic product."""
     cfg = load_config([f"bonus={option}"]).bonus
     return cfg.name in ("e3b", "global_episodic") or (cfg.name == "counts" and cfg.scope == "episodic")
-
-
-def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
-    """Train unless `run_dir` already holds a finished run of `steps` steps; returns its summary."""
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary["env_steps"] >= steps and summary["stopped_by"] == "done":
-            print(f"  {run_dir.name}: done earlier ({summary['env_steps']:,} steps)", flush=True)
-            return summary
-    start = time.monotonic()
-    summary = train(load_config([*overrides, f"total_steps={steps}", "resume=auto"]), run_dir)
-    if summary["stopped_by"] != "done":  # a signal stops the whole benchmark, not just this run
-        raise SystemExit(f"  {run_dir.name}: stopped by {summary['stopped_by']} at {summary['env_steps']:,} steps "
-                         "after a checkpoint; rerun the same command to resume")
-    print(f"  {run_dir.name}: {summary['env_steps']:,} steps in {time.monotonic() - start:,.0f}s "
-          f"({summary['steps_per_second']:,.0f} steps/s)", flush=True)
-    return summary
-
-
-class DistinctPositions:
-    """Observer adding `positions` to each episode: the distinct (x, y, depth) agent positions it visited."""
-
-    def __init__(self, num_envs: int) -> None:
-        self.visited: list[set] = [set() for _ in range(num_envs)]
-
-    def observe(self, obs: dict[str, np.ndarray], first: np.ndarray) -> None:
-        for i, visited in enumerate(self.visited):
-            visited.add(tuple(obs["blstats"][i, [0, 1, 12]].tolist()))
-
-    def end(self, env_index: int) -> dict[str, float]:
-        count, self.visited[env_index] = len(self.visited[env_index]), set()
-        return {"positions": count}
-
-
-@torch.no_grad()
-def positions_per_episode(run_dir: Path, episodes: int, seed: int) -> list[int]:
-    """Distinct agent positions in each of `episodes` episodes of the trained policy, an equal share
-    from each of 8 environments on levels the run has not trained on."""
-    cfg, model = load_policy(run_dir)
-    num_envs = min(8, episodes)
-    env = make_vec_env(cfg.env, num_envs, seed=seed + 10_000)
-    try:
-        played = play_episodes(env, policy_actor(model, num_envs, seed), episodes // num_envs,
-                               [DistinctPositions(num_envs)])
-    finally:
-        env.close()
-    return [int(e["positions"]) for e in played]
-
-
-def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> str:
-    """Write <part>.csv and <part>.md under `out`; returns the Markdown table."""
-    with (out / f"{part}.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    (out / f"{part}.md").write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
 
 
 def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
@@ -143,37 +78,9 @@ def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: 
     return "exploration: done"
 
 
-def success_rate(run_dir: Path, last_episodes: int = 100) -> float:
-    """Success rate over about the last `last_episodes` episodes (each metric row holds the mean over
-    the episodes that ended since the previous row)."""
-    weighted, counted, previous = [], [], 0
-    for row in read_metrics(run_dir):
-        ended, previous = row["episodes"] - previous, row["episodes"]
-        if "episode/success" in row and ended > 0:
-            weighted.append(row["episode/success"] * ended)
-            counted.append(ended)
-    total, n = 0.0, 0
-    for value, ended in zip(reversed(weighted), reversed(counted)):
-        if n >= last_episodes:
-            break
-        total, n = total + value, n + ended
-    return total / n if n else float("nan")
-
-
-def random_action_success(task: str, episodes: int, seed: int = 0) -> float:
-    """Success rate of uniformly random actions over `episodes` episodes of one environment (with
-    several, the short episodes would finish first and be over-counted)."""
-    env = make_vec_env({"family": "minihack", "name": task}, 1, seed=seed)
-    try:
-        played = play_episodes(env, random_actor(env.spec.num_actions, 1, seed), episodes)
-    finally:
-        env.close()
-    return float(np.mean([e["success"] for e in played]))
-
-
 def sparse(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:
     steps = max(1, int(SPARSE_STEPS * scale))
-    rows = [["random actions", task, 0, random_action_success(task, RANDOM_EPISODES), "", "", "", ""]
+    rows = [["random actions", task, 0, random_action_success({"name": task}, RANDOM_EPISODES), "", "", "", ""]
             for task in SPARSE_TASKS]
     best = ("", -1.0)
     for method in methods:

@@ -31,7 +31,7 @@ import numpy as np
 
 from rlzoo.envs import env_spec, make_vec_env, validate_env_cfg
 from rlzoo.envs.nethack import NetHackEnv
-from rlzoo.envs.vec_env import allocate_obs, episode_seed_stream
+from rlzoo.envs.vec_env import allocate_obs, seed_stream
 
 # A solved MultiRoom-N2 takes about 6 steps, so its training is dominated by resets, each on a new
 # layout that MiniHack compiles into a NetHack level.
@@ -115,7 +115,7 @@ def reset_cost(cfg: dict, seconds: float) -> tuple[float, float, float]:
     """One environment, random actions: mean seconds of (a reset, a step that does not end an
     episode, the rest of a step that ends one: NLE quits the game there, through its end screens)."""
     cfg = validate_env_cfg(cfg)
-    env = NetHackEnv(cfg, episode_seed_stream(0, 0), render=False)
+    env = NetHackEnv(cfg, seed_stream(0, 0), render=False)
     out = allocate_obs(env_spec(cfg), 1)
     resets: list[float] = []
     reset_env = env._reset_env

@@ -127,21 +127,34 @@ def comparison_rows(agent: list[dict[str, float]], rand: list[dict[str, float]])
     return rows
 
 
+def build_reward_model(data: Path, model_path: Path, pairs: int, epochs: int, seed: int, labels_name: str,
+                       annotate: list[str], keep_trained: bool = False) -> tuple[dict, dict, dict]:
+    """Motif's offline steps on NetHackScore: collect `pairs` random-policy pairs into `data`, label them
+    (`annotate`: the annotator's overrides) into <labels_name>.jsonl, train the reward model into
+    `model_path`. Collection and labelling resume where they stopped; with `keep_trained` a model
+    already at `model_path` is kept (its training summary is then empty). Returns the three summaries."""
+    collected = run_collect(compose("collect", [
+        f"env.name={ENV}", f"out_dir={data}", f"seed={seed}", f"collect.num_pairs={pairs}",
+        "collect.num_envs=8", "collect.keep_prob=0.05", "collect.pool_size=2000",
+    ]))
+    labelled = run_annotate(compose("annotate", [f"dataset_dir={data}", f"labels_name={labels_name}",
+                                                 "keep_replies=false", *annotate]))
+    trained: dict = {}
+    if not (keep_trained and model_path.exists()):
+        trained = run_train_reward(compose("train-reward", [
+            f"dataset_dir={data}", f"labels_name={labels_name}", f"out_path={model_path}", f"train.epochs={epochs}",
+            "train.batch_size=512", "train.lr=0.0003", f"train.seed={seed}",
+        ]))
+    return collected, labelled, trained
+
+
 def offline(args: argparse.Namespace) -> None:
     out = Path(args.out)
     data = out / "data"
     start = time.monotonic()
-    collected = run_collect(compose("collect", [
-        f"env.name={ENV}", f"out_dir={data}", f"seed={args.seed}", f"collect.num_pairs={args.pairs}",
-        "collect.num_envs=8", "collect.keep_prob=0.05", "collect.pool_size=2000",
-    ]))
-    labelled = run_annotate(compose("annotate", [f"dataset_dir={data}", "annotator=score_gain",
-                                                 "labels_name=score_gain", "keep_replies=false"]))
     model_path = data / "reward_model.pt"
-    trained = run_train_reward(compose("train-reward", [
-        f"dataset_dir={data}", "labels_name=score_gain", f"out_path={model_path}", f"train.epochs={args.epochs}",
-        "train.batch_size=512", "train.lr=0.0003", f"train.seed={args.seed}",
-    ]))
+    collected, labelled, trained = build_reward_model(data, model_path, args.pairs, args.epochs, args.seed,
+                                                      "score_gain", ["annotator=score_gain"])
     # Motif reward alone: no extrinsic reward reaches the agent. coef 1: a kill's or gold pickup's
     # z of about 20 is clipped to 1 (algo.reward_clip) with the paper's 0.1 as well.
     cfg = load_config([

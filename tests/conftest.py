@@ -38,6 +38,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                 + "\n  ".join(wrong))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks run fastest on one thread, and the suite shares the machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def compose() -> Callable[[Sequence[str]], DictConfig]:
     """`compose(["bonus=e3b", "total_steps=2000"])` → a small serial-runtime config."""

@@ -17,7 +17,7 @@ from rlzoo.config import load_config
 from rlzoo.envs import env_spec
 from rlzoo.unroll import Unroll
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 # A small φ network so the tests stay fast; the bonus code is the same for the full-size model.
 SMALL_MODEL = [
@@ -28,15 +28,6 @@ SMALL_MODEL = [
     "model.fc_sizes=[32]",
     "model.lstm_size=0",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny networks here run fastest on one thread, and the suite shares the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,12 @@ PROCGEN_SPEC = EnvSpec(
     obs_space={"rgb": ((64, 64, 3), np.dtype(np.uint8))},
     num_actions=15,
 )
+MINIGRID_SPEC = EnvSpec(
+    family="minigrid",
+    name="MiniGrid-MultiRoom-N7-S4-v0",
+    obs_space={"image": ((7, 7, 3), np.dtype(np.uint8)), "agent": ((3,), np.dtype(np.uint8))},
+    num_actions=7,
+)
 
 
 def _cfg(config_file, **overrides):
@@ -56,6 +62,7 @@ CASES = [
     ("e3b", NETHACK_SPEC, 1024),
     ("crop", NETHACK_SPEC, 256),
     ("impala_cnn", PROCGEN_SPEC, 0),
+    ("minigrid", MINIGRID_SPEC, 1024),
 ]
 
 
@@ -79,7 +86,8 @@ def test_output_shapes(config, spec, lstm_size, intrinsic):
 
 @pytest.mark.parametrize(
     "config, spec, out_dim", [("nethack", NETHACK_SPEC, 512), ("crop", NETHACK_SPEC, 256),
-                              ("impala_cnn", PROCGEN_SPEC, 256)]  # fmt: skip
+                              ("impala_cnn", PROCGEN_SPEC, 256), ("minigrid", MINIGRID_SPEC, 1024),
+                              ("minigrid_embedding", MINIGRID_SPEC, 128)]  # fmt: skip
 )
 def test_torso_output_dim(config, spec, out_dim):
     torso = build_torso(_cfg(config), spec)
@@ -124,7 +132,8 @@ def test_lstm_resets_state_at_first():
         assert not torch.allclose(out["logits"][:2, 1:2], carried["logits"])
 
 
-@pytest.mark.parametrize("config, spec", [("nethack", NETHACK_SPEC), ("impala_cnn", PROCGEN_SPEC)])
+@pytest.mark.parametrize("config, spec", [("nethack", NETHACK_SPEC), ("impala_cnn", PROCGEN_SPEC),
+                                          ("minigrid", MINIGRID_SPEC)])
 def test_gradient_step_reaches_every_parameter(config, spec):
     torch.manual_seed(0)
     overrides = {"use_message": True} if spec is NETHACK_SPEC else {"lstm_size": 32}
@@ -177,6 +186,8 @@ def test_impala_cnn_reads_uint8_frames_scaled_to_unit_range():
     [
         ("impala_cnn", NETHACK_SPEC, r"model\.name='impala_cnn' cannot read minihack.*nethack_cnn"),
         ("nethack", PROCGEN_SPEC, r"model\.name='nethack_cnn' cannot read procgen.*impala_cnn"),
+        ("minigrid", NETHACK_SPEC, r"model\.name='minigrid_cnn' cannot read minihack"),
+        ("nethack", MINIGRID_SPEC, r"model\.name='nethack_cnn' cannot read minigrid.*minigrid_cnn"),
     ],
 )
 def test_model_that_does_not_fit_the_env_is_rejected(config, spec, pattern):
@@ -197,6 +208,16 @@ def test_model_that_does_not_fit_the_env_is_rejected(config, spec, pattern):
 def test_bad_model_values_are_rejected(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         build_model(_cfg("nethack", **overrides), NETHACK_SPEC)
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"input_scale": 0}, r"model\.input_scale=0 is not valid; expected a positive number"),
+    ({"fc_sizes": [0]}, r"model\.fc_sizes"),
+    ({"conv_channels": []}, r"model\.conv_channels"),
+])
+def test_bad_minigrid_model_values_are_rejected(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build_model(_cfg("minigrid", **overrides), MINIGRID_SPEC)
 
 
 def _dim_order(t):
@@ -239,3 +260,28 @@ def test_impala_residual_block_in_place_matches_its_formula(autocast_dtype):
     (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = grads
     assert torch.equal(out_a, out_b) and torch.equal(gx_a, gx_b)
     assert all(torch.equal(a, b) for a, b in zip(gp_a, gp_b))
+
+
+def test_minigrid_torso_is_three_stride_two_convs_on_the_scaled_view():
+    """7 -> 4 -> 2 -> 1 with 3x3 stride-2 'same' convolutions; the embedding reads the view / 255."""
+    torso = build_torso(_cfg("minigrid_embedding"), MINIGRID_SPEC)
+    convs = [m for m in torso.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (32, (3, 3), (2, 2), (1, 1)), (32, (3, 3), (2, 2), (1, 1)), (128, (3, 3), (2, 2), (1, 1))]
+    obs = _random_obs(MINIGRID_SPEC, 4)
+    by_hand = obs["image"].permute(0, 3, 1, 2).float() / 255
+    for layer in torso.convs:
+        by_hand = layer(by_hand)
+    torch.testing.assert_close(torso(obs), by_hand.flatten(1))
+    # The policy network reads the integers unscaled: the same weights on 255x the input.
+    unscaled = build_torso(_cfg("minigrid_embedding", input_scale=1.0), MINIGRID_SPEC)
+    unscaled.load_state_dict(torso.state_dict())
+    assert not torch.allclose(unscaled(obs), torso(obs))
+
+
+def test_minigrid_torso_weights_are_orthogonal_with_zero_bias():
+    torso = build_torso(_cfg("minigrid"), MINIGRID_SPEC)
+    first_fc = torso.fc[0]
+    gram = first_fc.weight.T @ first_fc.weight  # [32, 32]: orthonormal columns times the ReLU gain²
+    torch.testing.assert_close(gram, 2.0 * torch.eye(32), atol=1e-4, rtol=0)
+    assert all(not m.bias.detach().any() for m in torso.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))

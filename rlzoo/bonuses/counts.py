@@ -24,7 +24,7 @@ class CountBonus(Bonus):
         super().__init__(cfg, spec, model_cfg, num_envs, device)
         self.scope = cfg_get(cfg, "scope", str, SCOPES)
         self.episodic_form = cfg_get(cfg, "episodic_form", str, EPISODIC_FORMS)
-        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec.family)
+        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec)
         self.episodic_counts = EpisodicCounts(num_envs)
         self.global_counts = GlobalCounts()
 

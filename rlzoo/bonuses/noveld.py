@@ -36,7 +36,7 @@ class NovelDBonus(Bonus):
         if self.alpha < 0:
             raise ValueError(f"bonus.alpha={self.alpha} must be non-negative")
         self.first_visit_mask = cfg_get(cfg, "first_visit_mask", bool)
-        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec.family)
+        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec)
         self.episodic_counts = EpisodicCounts(num_envs)
         self.rnd = FrozenEncoderRND(*build_embedding(model_cfg, spec))  # a random torso of the policy's kind
 

@@ -9,7 +9,7 @@ import torch
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
 from rlzoo.bonuses.common.counting import EpisodicCounts, check_state_key, state_hashes
 from rlzoo.bonuses.common.dynamics import FORWARD_LOSSES, ForwardDynamics, InverseDynamics
-from rlzoo.bonuses.common.encoders import build_embedding
+from rlzoo.bonuses.common.encoders import build_embedding, embedding_model_cfg
 from rlzoo.unroll import Batch
 
 
@@ -34,11 +34,14 @@ class RIDEBonus(Bonus):
             "ride_forward_dynamics": cfg_get(cfg, "forward_loss_coef", float),
             "ride_inverse_dynamics": cfg_get(cfg, "inverse_loss_coef", float),
         }
-        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec.family)
+        self.state_key = check_state_key(cfg_get(cfg, "state_key", str), spec)
         self.episodic_counts = EpisodicCounts(num_envs)
-        self.encoder, dim = build_embedding(model_cfg, spec)
-        # The reference's forward model is as wide as φ (1024 on MiniHack).
-        self.forward_dynamics = ForwardDynamics(dim, self.num_actions, hidden=dim,
+        self.encoder, dim = build_embedding(embedding_model_cfg(cfg, model_cfg), spec)
+        # The MiniHack reference's forward model is as wide as φ (1024); the MiniGrid one is 256 wide on a 128-d φ.
+        hidden = cfg_get(cfg, "forward_hidden", object)
+        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
+            raise ValueError(f"bonus.forward_hidden={hidden!r} must be a positive integer or null (φ's width)")
+        self.forward_dynamics = ForwardDynamics(dim, self.num_actions, hidden=hidden or dim,
                                                 loss=cfg_get(cfg, "forward_loss", str, FORWARD_LOSSES))
         self.inverse_dynamics = InverseDynamics(dim, self.num_actions)
 

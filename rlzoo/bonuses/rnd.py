@@ -3,7 +3,8 @@ observation. Two variants (`bonus.variant`):
 - `burda`: the paper's — whitened observations, bonus = ‖f̂(s′) − f(s′)‖² / k (mean squared error),
   with the intrinsic-return normalisation and separate non-episodic value head of `rnd.yaml`;
 - `e3b_minihack`: the RND baseline of the E3B MiniHack sweep — target and predictor are full
-  policy-style torsos on raw observations, bonus = ‖f̂(s′) − f(s′)‖₂, loss Σ_t mean_b (`rnd_minihack.yaml`).
+  policy-style torsos on raw observations, bonus = ‖f̂(s′) − f(s′)‖₂, loss Σ_t mean_b (`rnd_minihack.yaml`);
+  with `bonus.embedding` set to RIDE's embedding network it is RIDE's MiniGrid RND baseline.
 Deviations from the references: docs/fidelity.md."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from rlzoo.bonuses.common.base import BatchContext, Bonus, cfg_get, flat_obs, register_bonus
 from rlzoo.bonuses.common.dynamics import time_sum_batch_mean
-from rlzoo.bonuses.common.encoders import RandomNetworkDistillation, TorsoRND
+from rlzoo.bonuses.common.encoders import RandomNetworkDistillation, TorsoRND, embedding_model_cfg
 from rlzoo.unroll import Batch
 
 VARIANTS = ("burda", "e3b_minihack")
@@ -44,7 +45,7 @@ class RNDBonus(Bonus):
             use_full_map = bool(model_cfg.get("use_full_map", False))
             self.rnd: torch.nn.Module = RandomNetworkDistillation(spec, out_dim, hidden, obs_clip, use_full_map)
         else:
-            self.rnd = TorsoRND(model_cfg, spec)
+            self.rnd = TorsoRND(embedding_model_cfg(cfg, model_cfg), spec)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self.rnd.predictor_parameters()

@@ -1,4 +1,4 @@
-"""Environments: NetHack (NLE), MiniHack and Procgen behind one vectorised interface."""
+"""Environments: NetHack (NLE), MiniHack, Procgen and MiniGrid behind one vectorised interface."""
 from rlzoo.envs.registry import (
     FAMILIES,
     env_spec,

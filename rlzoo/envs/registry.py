@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlzoo import CONFIG_DIR
 from rlzoo.envs.vec_env import EnvSpec, VecEnv
 
-FAMILIES = ("nethack", "minihack", "procgen")
+FAMILIES = ("nethack", "minihack", "procgen", "minigrid")
 
 NETHACK_TASKS = (
     "NetHackScore-v0",
@@ -73,6 +73,10 @@ def family_names(family: str) -> tuple[str, ...]:
         return minihack_tasks()
     if family == "procgen":
         return PROCGEN_GAMES
+    if family == "minigrid":
+        from rlzoo.envs.minigrid import register_minigrid_ids
+
+        return register_minigrid_ids()
     raise _bad_value("env.family", family, FAMILIES)
 
 
@@ -88,7 +92,7 @@ def _bad_value(key: str, value: Any, allowed: Sequence[str], hint: str = "") -> 
 
 
 def _family_of(name: str) -> str | None:
-    for family in ("nethack", "procgen", "minihack"):  # cheapest lookups first
+    for family in ("nethack", "procgen", "minigrid", "minihack"):  # cheapest lookups first
         if name in family_names(family):
             return family
     return None
@@ -149,6 +153,12 @@ def validate_env_cfg(env_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
         _check_recording(cfg)
         if family == "nethack":
             _check_prompt_fixes(cfg)
+    elif family == "minigrid":
+        _check_int(cfg, "max_episode_steps", 1, allow_none=True)
+        for key in ("num_levels", "start_level"):
+            _check_int(cfg, key, 0)
+        if not isinstance(cfg["full_grid"], bool):
+            raise ValueError(f"env.full_grid must be true or false, got {cfg['full_grid']!r}")
     else:
         mode = cfg["distribution_mode"]
         if mode not in PROCGEN_DISTRIBUTION_MODES:
@@ -225,6 +235,10 @@ def env_spec(env_cfg: Mapping[str, Any] | DictConfig) -> EnvSpec:
         from rlzoo.envs.procgen import procgen_spec
 
         return procgen_spec(cfg)
+    if cfg["family"] == "minigrid":
+        from rlzoo.envs.minigrid import minigrid_spec
+
+        return minigrid_spec(cfg)
     from rlzoo.envs.nethack import nethack_spec
 
     return nethack_spec(cfg)
@@ -241,9 +255,10 @@ def make_vec_env(
 ) -> VecEnv:
     """`num_envs` auto-resetting environments; environment i is seeded from (seed, env_id_offset+i).
 
-    `render=True` additionally keeps what `VecEnv.render` needs (terminal screen / full-size frame);
-    leave it off for training. `evaluation=True` seeds from streams no training environment ever
-    uses (`envs/vec_env.py`), so evaluation games are never training games.
+    `render=True` additionally keeps what `VecEnv.render` needs (terminal screen / full-size frame;
+    MiniGrid draws its frame from the grid whenever asked); leave it off for training.
+    `evaluation=True` seeds from streams no training environment ever uses (`envs/vec_env.py`), so
+    evaluation games are never training games.
     """
     cfg = validate_env_cfg(env_cfg)
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -252,6 +267,10 @@ def make_vec_env(
         from rlzoo.envs.procgen import ProcgenVecEnv
 
         return ProcgenVecEnv(cfg, num_envs, seed, env_id_offset, render=render, evaluation=evaluation)
+    if cfg["family"] == "minigrid":
+        from rlzoo.envs.minigrid import make_minigrid_vec_env
+
+        return make_minigrid_vec_env(cfg, num_envs, seed, env_id_offset, evaluation=evaluation)
     from rlzoo.envs.nethack import make_nethack_vec_env
 
     return make_nethack_vec_env(cfg, num_envs, seed, env_id_offset, render=render, evaluation=evaluation)

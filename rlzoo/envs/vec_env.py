@@ -17,7 +17,7 @@ StepResult = tuple[Obs, np.ndarray, np.ndarray, list[Episode]]
 class EnvSpec:
     """What a model or bonus needs to know about an environment, without building one."""
 
-    family: str  # "nethack" | "minihack" | "procgen"
+    family: str  # "nethack" | "minihack" | "procgen" | "minigrid"
     name: str
     obs_space: dict[str, tuple[tuple[int, ...], np.dtype]]  # name -> (shape without [B], dtype)
     num_actions: int

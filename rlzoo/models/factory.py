@@ -10,6 +10,7 @@ from torch import nn
 
 from rlzoo.envs.vec_env import EnvSpec
 from rlzoo.models.impala_cnn import ImpalaCNNTorso
+from rlzoo.models.minigrid_net import MiniGridTorso
 from rlzoo.models.nethack_net import NetHackTorso
 from rlzoo.models.policy import Policy
 from rlzoo.models.tty_net import TtyTorso
@@ -19,6 +20,7 @@ MODEL_FAMILIES = {
     "nethack_cnn": ("nethack", "minihack"),
     "tty_cnn": ("nethack", "minihack"),
     "impala_cnn": ("procgen",),
+    "minigrid_cnn": ("minigrid",),
 }
 # model.name -> observations it reads, and the env.observation setting that delivers them.
 _MODEL_INPUTS = {
@@ -28,6 +30,8 @@ _MODEL_INPUTS = {
 
 _INT, _INT_LIST, _BOOL = "a positive integer", "a non-empty list of positive integers", "true or false"
 _ODD = "an odd positive integer"
+_SIZES = "a list of positive integers (may be empty)"
+_SCALE = "a positive number"
 # model.name -> {key: kind}; every key is required so that configs state their sizes explicitly.
 _MODEL_KEYS = {
     "nethack_cnn": {
@@ -60,6 +64,12 @@ _MODEL_KEYS = {
         "fc_size": _INT,
         "lstm_size": "an integer >= 0",
     },
+    "minigrid_cnn": {
+        "conv_channels": _INT_LIST,
+        "fc_sizes": _SIZES,
+        "input_scale": _SCALE,
+        "lstm_size": "an integer >= 0",
+    },
 }
 
 
@@ -76,6 +86,10 @@ def _valid(value: Any, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == _ODD:
         return _is_int(value, 1) and value % 2 == 1
+    if kind == _SIZES:
+        return isinstance(value, list) and all(_is_int(v, 1) for v in value)
+    if kind == _SCALE:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
     return _is_int(value, 0)
 
 
@@ -123,6 +137,8 @@ def build_torso(model_cfg: Mapping[str, Any] | DictConfig, spec: EnvSpec) -> nn.
     cfg = validate_model_cfg(model_cfg, spec)
     if cfg["name"] == "impala_cnn":
         return ImpalaCNNTorso(spec, cfg["channels"], cfg["num_blocks"], cfg["fc_size"])
+    if cfg["name"] == "minigrid_cnn":
+        return MiniGridTorso(spec, cfg["conv_channels"], cfg["fc_sizes"], float(cfg["input_scale"]))
     if cfg["name"] == "tty_cnn":
         return TtyTorso(**{key: value for key, value in cfg.items() if key not in ("name", "lstm_size")})
     return NetHackTorso(

@@ -76,20 +76,25 @@ def display_tables(report: Report) -> dict[str, pd.DataFrame]:
 
 
 def plot_curves(report: Report, out_dir: Path) -> list[Path]:
-    """The metric's curves per group; beside an evaluation metric, its training counterpart dashed."""
-    spec = report.spec
+    """The report's curves per group; beside an evaluation metric, its training counterpart dashed."""
+    return plot_curve_set(report.curves, report.spec, out_dir, report.train_curves, report.train_metric)
+
+
+def plot_curve_set(curves: dict[str, Curve], spec: ReportSpec, out_dir: Path,
+                   train_curves: dict[str, Curve] | None = None, train_metric: str | None = None) -> list[Path]:
+    """Curves per group with their bootstrap bands (and `train_curves` dashed) as learning_curves.*."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for group, curve in report.curves.items():
+    for group, curve in curves.items():
         (line,) = ax.plot(curve.steps, curve.value, label=group)
         ax.fill_between(curve.steps, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
-        if report.train_curves is not None:
-            train = report.train_curves[group]
+        if train_curves is not None:
+            train = train_curves[group]
             ax.plot(train.steps, train.value, color=line.get_color(), linestyle="--", label=f"{group} (train)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"{spec.metric} ({spec.curve_aggregate.upper()})")
     title = f"{spec.curve_aggregate.upper()} over runs and tasks, {spec.confidence:.0%} bootstrap band"
-    if report.train_metric is not None:
-        title += f"\ndashed: {report.train_metric}"
+    if train_metric is not None:
+        title += f"\ndashed: {train_metric}"
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(title=spec.group_key)

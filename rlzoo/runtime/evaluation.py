@@ -1,5 +1,5 @@
 """Playing whole episodes with a policy: trained checkpoints, random actions, and observers that record
-what an evaluation needs beyond return and length (video frames, visited positions, ...).
+what an evaluation needs beyond return and length (video frames, distinct positions visited, ...).
 
 `play_episodes` takes a fixed number of episodes from each environment. Taking whichever episodes
 finish first would favour short episodes and bias every mean; a quota per environment also gives
@@ -89,6 +89,29 @@ def play_episodes(env: VecEnv, act: Act, quota: int | Sequence[int],
             if len(kept[i]) < quotas[i]:
                 kept[i].append({**episode, **extra})
     return [episode for env_episodes in kept for episode in env_episodes]
+
+
+def agent_positions(obs: Obs) -> np.ndarray:
+    """The agent's position in each environment [B, k]: MiniGrid's (x, y), NetHack's and MiniHack's
+    (x, y, dungeon depth)."""
+    if "agent" in obs:
+        return obs["agent"][:, :2]
+    return obs["blstats"][:, [0, 1, 12]]
+
+
+class DistinctPositions:
+    """Adds `positions` to each episode: the number of distinct agent positions it visited (coverage)."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.visited: list[set] = [set() for _ in range(num_envs)]
+
+    def observe(self, obs: Obs, first: np.ndarray) -> None:
+        for visited, position in zip(self.visited, agent_positions(obs).tolist()):
+            visited.add(tuple(position))
+
+    def end(self, env_index: int) -> dict[str, float]:
+        count, self.visited[env_index] = len(self.visited[env_index]), set()
+        return {"positions": count}
 
 
 class VideoRecorder:

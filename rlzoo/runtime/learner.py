@@ -76,7 +76,9 @@ class Learner:
 
     def learning_rate(self, env_steps: int) -> float:
         if self.algo.lr_decay == "linear":
-            return self.algo.lr * max(0.0, 1.0 - env_steps / self.cfg.total_steps)
+            # Over algo.lr_decay_steps when set (a paper's budget, so a shorter run sees the paper's lr).
+            horizon = self.algo.get("lr_decay_steps") or self.cfg.total_steps
+            return self.algo.lr * max(0.0, 1.0 - env_steps / horizon)
         return self.algo.lr
 
     def update(self, batch: Batch, env_steps: int) -> dict[str, float]:

@@ -135,7 +135,7 @@ class Bonus(nn.Module):
     # benchmarks cover the bonuses that need nothing by default.
     requires: ClassVar[str | None] = None
     # The environment families the bonus can read, and what the others lack (for the error).
-    families: ClassVar[tuple[str, ...]] = ("nethack", "minihack", "procgen")
+    families: ClassVar[tuple[str, ...]] = ("nethack", "minihack", "procgen", "minigrid")
     needs: ClassVar[str | None] = None
 
     def __init__(self, cfg: Any, spec: Any, model_cfg: Any, num_envs: int, device: Any) -> None:

@@ -7,6 +7,7 @@ environment) or over the whole run (`GlobalCounts`, one table in the learner for
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,26 +18,40 @@ from rlzoo.bonuses.common.base import BatchContext
 
 STATE_KEYS = ("full", "full_with_time", "glyphs", "position", "message")
 PROCGEN_STATE_KEYS = ("full", "full_with_time")  # both the frame: pixels have no turn counter
+# MiniGrid: full (and full_with_time: no turn counter) = the whole grid, view = the 7x7x3 the agent
+# sees, position = the agent's (x, y).
+MINIGRID_STATE_KEYS = ("full", "full_with_time", "view", "position")
 # blstats entries: x, y (agent position) and dungeon depth, time (turn counter).
 _BL_X, _BL_Y, _BL_DEPTH, _BL_TIME = 0, 1, 12, 20
 
 
-def check_state_key(key: str, family: str) -> str:
+def check_state_key(key: str, spec: Any) -> str:
     """The state key to count with: `key` itself, or for `auto` the agent's position on NetHack/MiniHack
-    (the count runs of Henaff, Jiang & Raileanu 2023) and the frame on Procgen. Fails early when the
-    key does not exist for this environment family."""
+    (the count runs of Henaff, Jiang & Raileanu 2023), the frame on Procgen and the whole grid on
+    MiniGrid (RIDE's and NovelD's episodic counts). Fails early when the key does not exist for the
+    environment `spec` describes."""
+    family = spec.family
     if key == "auto":
-        return "full" if family == "procgen" else "position"
-    allowed = PROCGEN_STATE_KEYS if family == "procgen" else STATE_KEYS
+        key = {"procgen": "full", "minigrid": "full"}.get(family, "position")
+    allowed = {"procgen": PROCGEN_STATE_KEYS, "minigrid": MINIGRID_STATE_KEYS}.get(family, STATE_KEYS)
     if key not in allowed:
         raise ValueError(f"bonus.state_key={key!r} is not available for {family} observations; allowed: "
                          f"{', '.join(['auto', *allowed])}")
+    if family == "minigrid" and key.startswith("full") and "full_grid" not in spec.obs_space:
+        raise ValueError(f"bonus.state_key={key!r} counts MiniGrid's whole grid, which the env delivers only with "
+                         "env.full_grid=true; set it, or count bonus.state_key=view or position")
     return key
 
 
 def _key_fields(obs: dict[str, torch.Tensor], key: str) -> list[torch.Tensor]:
     if "rgb" in obs:
         return [obs["rgb"]]
+    if "image" in obs:  # MiniGrid
+        if key == "view":
+            return [obs["image"]]
+        if key == "position":
+            return [obs["agent"][..., :2]]
+        return [obs["full_grid"]]
     if key == "glyphs":
         return [obs["glyphs"]]
     if key == "message":

@@ -32,6 +32,18 @@ def build_embedding(model_cfg: Any, spec: Any) -> tuple[nn.Module, int]:
     return torso, dim
 
 
+def embedding_model_cfg(cfg: Any, model_cfg: Any) -> Any:
+    """The model config of a bonus's own network: `bonus.embedding` when set (e.g. RIDE's MiniGrid φ,
+    `configs/model/minigrid_embedding.yaml`), else the policy's `model_cfg`."""
+    chosen = cfg.get("embedding")
+    if chosen is None:
+        return model_cfg
+    if not hasattr(chosen, "get") or chosen.get("name") is None:
+        raise ValueError(f"bonus.embedding={chosen!r} must be null (the policy's torso) or a model config with a "
+                         "name, e.g. the keys of configs/model/minigrid_embedding.yaml")
+    return chosen
+
+
 def mlp_head(in_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
     """`layers` hidden ReLU layers of width `hidden`, then a linear output."""
     modules: list[nn.Module] = []
@@ -91,26 +103,51 @@ class PixelTrunk(nn.Module):
         return self.conv(whitened)
 
 
+class GridTrunk(nn.Module):
+    """MiniGrid feature trunk for RND: 3×3 convs (32, 64 stride 2, 64; leaky ReLU) over the whitened
+    7×7×3 view, the pixel trunk's channels at the scale of a 7×7 input."""
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__()
+        height, width, channels = spec.obs_space["image"][0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.LeakyReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.LeakyReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.LeakyReLU(), nn.Flatten(),
+        )
+        with torch.no_grad():
+            self.out_dim = self.conv(torch.zeros(1, channels, height, width)).shape[-1]
+
+    def forward(self, obs: dict[str, torch.Tensor], whitened: torch.Tensor) -> torch.Tensor:
+        return self.conv(whitened)
+
+
+# Families whose RND input is an image, whitened per pixel: the observation key and its trunk.
+_IMAGE_TRUNKS = {"procgen": ("rgb", PixelTrunk), "minigrid": ("image", GridTrunk)}
+
+
 class RandomNetworkDistillation(nn.Module):
     """RND's fixed random target f and trained predictor f̂ over whitened observations.
 
     As in Burda et al., the predictor has two more hidden layers than the target. `forward`
     returns f̂(x) − f(x) [N, out_dim]; the target never receives gradient. On NetHack/MiniHack both
     read what the policy reads: the full map only when the policy's model uses it (`use_full_map`),
-    since its convolutions would otherwise cost several times the policy's own update.
+    since its convolutions would otherwise cost several times the policy's own update. Procgen frames
+    and MiniGrid views are whitened per pixel.
     """
 
     def __init__(self, spec: Any, out_dim: int, hidden: int, obs_clip: float, use_full_map: bool) -> None:
         super().__init__()
-        self.pixels = spec.family == "procgen"
-        if self.pixels:
-            height, width, channels = spec.obs_space["rgb"][0]
+        self.image_key, trunk = _IMAGE_TRUNKS.get(spec.family, (None, None))
+        if self.image_key is not None:
+            height, width, channels = spec.obs_space[self.image_key][0]
             self.whitener = ObservationWhitener((channels, height, width), obs_clip)
+            self.target_trunk, self.predictor_trunk = trunk(spec), trunk(spec)
         else:
             self.whitener = ObservationWhitener(tuple(spec.obs_space["blstats"][0]), obs_clip)
-        self.target_trunk = PixelTrunk(spec) if self.pixels else SymbolicTrunk(spec, use_full_map)
+            self.target_trunk = SymbolicTrunk(spec, use_full_map)
+            self.predictor_trunk = SymbolicTrunk(spec, use_full_map)
         self.target_head = mlp_head(self.target_trunk.out_dim, out_dim, hidden, layers=0)
-        self.predictor_trunk = PixelTrunk(spec) if self.pixels else SymbolicTrunk(spec, use_full_map)
         self.predictor_head = mlp_head(self.predictor_trunk.out_dim, out_dim, hidden, layers=2)
         for p in [*self.target_trunk.parameters(), *self.target_head.parameters()]:
             p.requires_grad_(False)
@@ -119,7 +156,7 @@ class RandomNetworkDistillation(nn.Module):
         return [*self.predictor_trunk.parameters(), *self.predictor_head.parameters()]
 
     def _whitened_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return obs["rgb"].permute(0, 3, 1, 2) if self.pixels else obs["blstats"]
+        return obs[self.image_key].permute(0, 3, 1, 2) if self.image_key else obs["blstats"]
 
     def observe(self, obs: dict[str, torch.Tensor]) -> None:
         """Update the observation-whitening statistics with newly visited observations."""
@@ -181,7 +218,8 @@ class FrozenEncoderRND(nn.Module):
 
 class TorsoRND(nn.Module):
     """The E3B MiniHack sweep's RND baseline: target and predictor are both full policy-style torsos
-    (the target random and fixed); `forward` returns f̂(s) − f(s) [N, torso.out_dim]."""
+    (the target random and fixed); `forward` returns f̂(s) − f(s) [N, torso.out_dim]. RIDE's MiniGrid
+    RND is the same with its embedding network (`model_cfg` = bonus.embedding)."""
 
     def __init__(self, model_cfg: Any, spec: Any) -> None:
         super().__init__()
