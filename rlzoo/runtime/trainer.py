@@ -154,7 +154,7 @@ class Trainer:
         in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if in_main_thread else {}
         start = time.monotonic()
-        last_checkpoint = start
+        self._last_checkpoint = start
         wait_s = 0.0
         pending: list[Unroll] = []
         columns = 0
@@ -187,27 +187,11 @@ class Trainer:
                 columns = sum(u.num_columns for u in pending)
 
                 self.env_steps += batch.size
-                lag = self.learner.version - float(batch.policy_version.mean())
                 try:
-                    metrics = self._update(batch)
+                    self._train_on(batch, start, wait_s)
                 except LearnerReplicaLost as err:
                     self._recover_learners(err, discarded=sum(u.size for u in pending))
                     pending, columns = [], 0
-                    continue
-                metrics["learner/policy_lag"] = lag
-                self.logger.add_update(metrics)
-                if self.learner.version % rt.broadcast_interval == 0:
-                    self.learner_publish()
-
-                elapsed = time.monotonic() - start
-                self.logger.step(self.env_steps, self.learner.version, elapsed,
-                                 extra=self._runtime_metrics(wait_s, elapsed))
-                self._evaluate(elapsed)
-                if (time.monotonic() - last_checkpoint >= cfg.checkpoint.interval_s or passes_multiple(
-                        self.env_steps - batch.size, self.env_steps, cfg.checkpoint.keep_every_steps)):
-                    self.save(elapsed)
-                    last_checkpoint = time.monotonic()
-                    self._learner_restarts_in_a_row = 0
             elapsed = time.monotonic() - start
             self.save(elapsed)  # before close(): remote learners need Ray to hand over their state
             if self.evaluation is not None and cfg.eval.final and self.stop_signal is None:
@@ -250,6 +234,24 @@ class Trainer:
                   "checkpoint; rerun the same command to resume", file=sys.stderr)
             self._hand_over_signal(previous.get(self.stop_signal))
         return summary
+
+    def _train_on(self, batch: Batch, start: float, wait_s: float) -> None:
+        """One learner step on `batch`, then the broadcast, log line, evaluation and checkpoint due."""
+        cfg = self.cfg
+        lag = self.learner.version - float(batch.policy_version.mean())
+        metrics = self._update(batch)
+        metrics["learner/policy_lag"] = lag
+        self.logger.add_update(metrics)
+        if self.learner.version % cfg.runtime.broadcast_interval == 0:
+            self.learner_publish()
+        elapsed = time.monotonic() - start
+        self.logger.step(self.env_steps, self.learner.version, elapsed, extra=self._runtime_metrics(wait_s, elapsed))
+        self._evaluate(elapsed)
+        if (time.monotonic() - self._last_checkpoint >= cfg.checkpoint.interval_s or passes_multiple(
+                self.env_steps - batch.size, self.env_steps, cfg.checkpoint.keep_every_steps)):
+            self.save(elapsed)
+            self._last_checkpoint = time.monotonic()
+            self._learner_restarts_in_a_row = 0
 
     def _recover_learners(self, err: LearnerReplicaLost, discarded: int) -> None:
         """A lost replica takes its share of the update with it, and the others cannot finish without it
