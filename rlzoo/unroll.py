@@ -20,8 +20,8 @@ Array = Any  # np.ndarray on actors, torch.Tensor on the learner
 STEP, COLUMN = 1, 0  # the axis along which a field's columns (environments) lie
 
 
-def _step(doc: str) -> Any:
-    return dataclasses.field(metadata={"axis": STEP, "doc": doc})
+def _step(doc: str, **field_kwargs: Any) -> Any:
+    return dataclasses.field(metadata={"axis": STEP, "doc": doc}, **field_kwargs)
 
 
 def _column(doc: str) -> Any:
@@ -43,6 +43,8 @@ class Unroll:
     unroll_index: Array = _column("[B] int64: per-environment sequence number of this unroll: 0, 1, 2, ...")
     policy_version: Array = _column("[B] int64: learner version whose weights acted")
     actor_ids: Array = _column("[B] int64: the rollout worker that stepped the environment")
+    values: dict[str, Array] = _step("[T+1, B] float32 per value head: the behaviour policy's V(obs[t])",
+                                     default_factory=dict, kw_only=True)
 
     @property
     def num_columns(self) -> int:
@@ -61,7 +63,7 @@ class Unroll:
 
     @classmethod
     def allocate(cls, obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], steps: int, columns: int,
-                 num_actions: int) -> "Unroll":
+                 num_actions: int, value_heads: Sequence[str] = ("baseline",)) -> "Unroll":
         """Empty numpy buffers for the time-major fields; the caller fills the column fields."""
         T, B = steps, columns
         return cls(
@@ -76,6 +78,7 @@ class Unroll:
             unroll_index=np.empty(B, dtype=np.int64),
             policy_version=np.empty(B, dtype=np.int64),
             actor_ids=np.empty(B, dtype=np.int64),
+            values={k: np.empty((T + 1, B), dtype=np.float32) for k in value_heads},
         )
 
     @classmethod

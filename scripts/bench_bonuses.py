@@ -22,16 +22,13 @@ multiplies every step budget (e.g. 0.01 for a smoke run). Each part writes <part
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from bench_common import steady_state_steps_per_second
+from bench_common import run_once, steady_state_steps_per_second, write_table
 
 from rlzoo.bonuses import runnable_bonus_options
 from rlzoo.config import load_config
@@ -39,7 +36,6 @@ from rlzoo.envs import make_vec_env
 from rlzoo.logging.metrics import read_metrics
 from rlzoo.reports.statistics import iqm_interval
 from rlzoo.runtime.evaluation import load_policy, play_episodes, policy_actor, random_actor
-from rlzoo.runtime.trainer import train
 
 METHODS = runnable_bonus_options()  # every bonus that needs nothing beyond its config, `none` first
 EXPLORATION_TASK = "MiniHack-Labyrinth-Small-v0"
@@ -58,24 +54,6 @@ def is_episodic(option: str) -> bool:
     """Whether the bonus keeps per-episode state at its heart: E3B, episodic counts, or a global × episodic product."""
     cfg = load_config([f"bonus={option}"]).bonus
     return cfg.name in ("e3b", "global_episodic") or (cfg.name == "counts" and cfg.scope == "episodic")
-
-
-def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
-    """Train unless `run_dir` already holds a finished run of `steps` steps; returns its summary."""
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary["env_steps"] >= steps and summary["stopped_by"] == "done":
-            print(f"  {run_dir.name}: done earlier ({summary['env_steps']:,} steps)", flush=True)
-            return summary
-    start = time.monotonic()
-    summary = train(load_config([*overrides, f"total_steps={steps}", "resume=auto"]), run_dir)
-    if summary["stopped_by"] != "done":  # a signal stops the whole benchmark, not just this run
-        raise SystemExit(f"  {run_dir.name}: stopped by {summary['stopped_by']} at {summary['env_steps']:,} steps "
-                         "after a checkpoint; rerun the same command to resume")
-    print(f"  {run_dir.name}: {summary['env_steps']:,} steps in {time.monotonic() - start:,.0f}s "
-          f"({summary['steps_per_second']:,.0f} steps/s)", flush=True)
-    return summary
 
 
 class DistinctPositions:
@@ -106,17 +84,6 @@ def positions_per_episode(run_dir: Path, episodes: int, seed: int) -> list[int]:
     finally:
         env.close()
     return [int(e["positions"]) for e in played]
-
-
-def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> str:
-    """Write <part>.csv and <part>.md under `out`; returns the Markdown table."""
-    with (out / f"{part}.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    (out / f"{part}.md").write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
 
 
 def exploration(out: Path, methods: list[str], scale: float, seeds: int, extra: list[str]) -> str:

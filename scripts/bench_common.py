@@ -1,13 +1,18 @@
-"""Helpers shared by the benchmark scripts: raw environment speed and steady-state training speed."""
+"""Helpers shared by the benchmark scripts: resumable training runs, result tables, raw environment speed
+and steady-state training speed."""
 from __future__ import annotations
 
+import csv
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from rlzoo.config import load_config
 from rlzoo.logging.metrics import read_metrics
+from rlzoo.runtime.trainer import train
 
 
 def steps_per_second(step: Callable[[], None], seconds: float) -> float:
@@ -64,3 +69,32 @@ def steady_state_steps_per_second(run_dir: Path, warmup_fraction: float = 0.2) -
     if end["time"] <= start["time"]:
         return end["env_steps"] / max(end["time"], 1e-9)
     return (end["env_steps"] - start["env_steps"]) / (end["time"] - start["time"])
+
+
+def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
+    """Train unless `run_dir` already holds a finished run of `steps` steps; returns its summary."""
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary["env_steps"] >= steps and summary["stopped_by"] == "done":
+            print(f"  {run_dir.name}: done earlier ({summary['env_steps']:,} steps)", flush=True)
+            return summary
+    start = time.monotonic()
+    summary = train(load_config([*overrides, f"total_steps={steps}", "resume=auto"]), run_dir)
+    if summary["stopped_by"] != "done":  # a signal stops the whole benchmark, not just this run
+        raise SystemExit(f"  {run_dir.name}: stopped by {summary['stopped_by']} at {summary['env_steps']:,} steps "
+                         "after a checkpoint; rerun the same command to resume")
+    print(f"  {run_dir.name}: {summary['env_steps']:,} steps in {time.monotonic() - start:,.0f}s "
+          f"({summary['steps_per_second']:,.0f} steps/s)", flush=True)
+    return summary
+
+
+def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> str:
+    """Write <part>.csv and <part>.md under `out`; returns the Markdown table."""
+    with (out / f"{part}.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    (out / f"{part}.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The bonus benchmark's bookkeeping: success rate, and what a rerun or a stop signal does."""
+"""The bonus benchmark's bookkeeping: success rate, and what a rerun or a stop signal does (the run
+bookkeeping is bench_common's, shared with the Procgen benchmark)."""
 import json
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ pytestmark = pytest.mark.unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_bonuses  # noqa: E402
+import bench_common  # noqa: E402
 
 
 def test_success_rate_weights_rows_by_episodes_and_keeps_the_last_ones(tmp_path):
@@ -22,8 +24,8 @@ def test_success_rate_weights_rows_by_episodes_and_keeps_the_last_ones(tmp_path)
 
 def _fake_train(monkeypatch, summary):
     calls = []
-    monkeypatch.setattr(bench_bonuses, "load_config", lambda overrides: overrides)
-    monkeypatch.setattr(bench_bonuses, "train", lambda cfg, run_dir: calls.append(cfg) or summary)
+    monkeypatch.setattr(bench_common, "load_config", lambda overrides: overrides)
+    monkeypatch.setattr(bench_common, "train", lambda cfg, run_dir: calls.append(cfg) or summary)
     return calls
 
 
