@@ -14,6 +14,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rlzoo import CONFIG_DIR
+from rlzoo.algos.appo import ADVANTAGES
+from rlzoo.algos.augmentations import AUGMENTATIONS
+from rlzoo.algos.objective import ALGORITHMS
 from rlzoo.models.precision import DEVICES, PRECISIONS
 
 
@@ -152,6 +155,18 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "algo.grad_norm_clip", min_value=0)
     for key in ("algo.rho_bar", "algo.c_bar", "algo.pg_rho_bar"):
         check_number(cfg, key, min_value=0, min_inclusive=False)
+    check_choice(cfg, "algo.name", [*ALGORITHMS, "bc"])
+    if cfg.algo.name == "appo":
+        if cfg.algo.loss_reduction != "sum":
+            raise ConfigError(f"algo.loss_reduction={cfg.algo.loss_reduction!r} applies to IMPALA's summed losses; "
+                              "APPO's are means over the minibatch: use algo.loss_reduction=sum")
+        check_choice(cfg, "algo.advantages", ADVANTAGES)
+        check_number(cfg, "algo.gae_lambda", min_value=0, max_value=1)
+        check_number(cfg, "algo.clip_ratio", min_value=0, min_inclusive=False)
+        check_number(cfg, "algo.clip_value", min_value=0)
+        check_bool(cfg, "algo.normalize_advantages")
+    _check_minibatches(cfg)
+    _check_drac(cfg)
 
     check_choice(cfg, "runtime.name", ["ray", "serial"])
     for key in ("runtime.num_actors", "runtime.envs_per_actor", "runtime.unroll_length",
@@ -243,3 +258,33 @@ def init_parts(cfg: DictConfig) -> tuple[str, ...]:
         raise ConfigError(f"init_from_parts={value!r} must list model and optionally optimizer and bonus, "
                           "e.g. init_from_parts=[model,optimizer]")
     return tuple(dict.fromkeys(parts))
+
+
+def _check_minibatches(cfg: DictConfig) -> None:
+    check_number(cfg, "algo.epochs", integer=True, min_value=1)
+    check_number(cfg, "algo.minibatches", integer=True, min_value=1)
+    check_bool(cfg, "algo.shuffle_minibatches")
+    columns, learners = cfg.runtime.batch_size, cfg.runtime.learners
+    if not isinstance(columns, int) or not isinstance(learners, int) or columns < 1 or learners < 1:
+        return  # reported by the runtime checks
+    # A minibatch is whole columns, split evenly between the learner replicas.
+    allowed = [m for m in range(1, columns + 1) if columns % (m * learners) == 0]
+    if cfg.algo.minibatches not in allowed:
+        raise ConfigError(
+            f"algo.minibatches={cfg.algo.minibatches!r} must split runtime.batch_size={columns} columns into equal "
+            f"minibatches{f' of a multiple of runtime.learners={learners} columns' if learners > 1 else ''}; "
+            f"choose one of {allowed}"
+        )
+
+
+def _check_drac(cfg: DictConfig) -> None:
+    check_choice(cfg, "algo.drac.augmentation", ["none", "ucb", *AUGMENTATIONS])
+    check_number(cfg, "algo.drac.coef", min_value=0)
+    check_number(cfg, "algo.drac.ucb_exploration_coef", min_value=0)
+    check_number(cfg, "algo.drac.ucb_window", integer=True, min_value=1)
+    check_number(cfg, "algo.drac.return_lambda", min_value=0, max_value=1)
+    if cfg.algo.drac.augmentation != "none" and cfg.env.family != "procgen":
+        raise ConfigError(
+            f"algo.drac.augmentation={cfg.algo.drac.augmentation!r} augments images: it needs env.family=procgen, "
+            f"not {cfg.env.family!r} (use algo.drac.augmentation=none)"
+        )

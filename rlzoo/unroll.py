@@ -21,8 +21,8 @@ Array = Any  # np.ndarray on actors, torch.Tensor on the learner
 STEP, COLUMN = 1, 0  # the axis along which a field's columns (environments) lie
 
 
-def _step(doc: str) -> Any:
-    return dataclasses.field(metadata={"axis": STEP, "doc": doc})
+def _step(doc: str, **field_kwargs: Any) -> Any:
+    return dataclasses.field(metadata={"axis": STEP, "doc": doc}, **field_kwargs)
 
 
 def _column(doc: str) -> Any:
@@ -44,6 +44,8 @@ class Unroll:
     unroll_index: Array = _column("[B] int64: per-environment sequence number of this unroll: 0, 1, 2, ...")
     policy_version: Array = _column("[B] int64: learner version whose weights acted")
     actor_ids: Array = _column("[B] int64: the rollout worker that stepped the environment")
+    values: dict[str, Array] = _step("[T+1, B] float32 per value head: the behaviour policy's V(obs[t])",
+                                     default_factory=dict, kw_only=True)
 
     @property
     def num_columns(self) -> int:
@@ -62,7 +64,7 @@ class Unroll:
 
     @classmethod
     def allocate(cls, obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], steps: int, columns: int,
-                 num_actions: int) -> "Unroll":
+                 num_actions: int, value_heads: Sequence[str] = ("baseline",)) -> "Unroll":
         """Empty numpy buffers for the time-major fields; the caller fills the column fields."""
         T, B = steps, columns
         return cls(
@@ -77,6 +79,7 @@ class Unroll:
             unroll_index=np.empty(B, dtype=np.int64),
             policy_version=np.empty(B, dtype=np.int64),
             actor_ids=np.empty(B, dtype=np.int64),
+            values={k: np.empty((T + 1, B), dtype=np.float32) for k in value_heads},
         )
 
     @classmethod
@@ -130,11 +133,13 @@ class DemonstrationUnroll(Unroll):
 
 
 def synthetic_unroll(obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], num_actions: int, steps: int,
-                     columns: int, lstm_size: int = 0, seed: int = 0) -> Unroll:
-    """Random observations, actions, rewards and logits shaped like an actor's unroll: learner
-    benchmarks and device tests run on it without stepping an environment."""
+                     columns: int, lstm_size: int = 0, seed: int = 0, value_heads: Sequence[str] = ()) -> Unroll:
+    """Random observations, actions, rewards, logits (and behaviour values of `value_heads`) shaped
+    like an actor's unroll: learner benchmarks and device tests run on it without stepping an environment."""
     rng = np.random.default_rng(seed)
-    unroll = Unroll.allocate(obs_space, steps, columns, num_actions)
+    unroll = Unroll.allocate(obs_space, steps, columns, num_actions, value_heads)
+    for array in unroll.values.values():
+        array[...] = rng.standard_normal(array.shape)
     for array in unroll.obs.values():
         high = 256 if array.dtype == np.uint8 else 5000  # bytes, or ids below the glyph count
         array[...] = rng.integers(0, high, size=array.shape).astype(array.dtype)

@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from rlzoo.algos.objective import needs_behaviour_values
+from rlzoo.bonuses import needs_intrinsic_value_head
 from rlzoo.config import load_config
 from rlzoo.envs import env_spec
 from rlzoo.runtime.learner import Learner
@@ -33,7 +35,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. runtime.learner_chunk=16")
+    parser.add_argument("overrides", nargs="*",
+                        help="config overrides for every run, e.g. runtime.learner_chunk=16 or algo=appo")
     args = parser.parse_intermixed_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_learner: --device cuda but no CUDA device is available")
@@ -48,8 +51,10 @@ def main() -> None:
                                f"runtime.batch_size={columns}", "algo.lr_decay=none",
                                f"runtime.precision={args.precision}", *args.overrides])
             spec = env_spec(cfg.env)
+            heads = ("baseline", "int_baseline") if needs_intrinsic_value_head(cfg.bonus) else ("baseline",)
             batch = synthetic_unroll(spec.obs_space, spec.num_actions, cfg.runtime.unroll_length, columns,
-                                     int(cfg.model.lstm_size))
+                                     int(cfg.model.lstm_size),
+                                     value_heads=heads if needs_behaviour_values(cfg.algo) else ())
             learner = Learner(cfg, spec, columns, device)
             learner.update(batch, 0)  # warm-up
             if device.type == "cuda":

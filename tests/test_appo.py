@@ -1,19 +1,24 @@
-"""APPO's losses and GAE against hand-computed values, IMPALA's gradient and a plain GAE loop."""
+"""APPO's losses and GAE against hand-computed values, IMPALA's gradient and a plain GAE loop; the
+whole APPO loss (`appo.py`) by hand and against IMPALA's."""
 import math
 
 import pytest
 import torch
 
 from rlzoo.algos import impala
+from rlzoo.algos.appo import AppoSettings, Targets, appo_loss, gae_targets, vtrace_targets
 from rlzoo.algos.ppo import (
     categorical_kl,
     clipped_surrogate_loss,
     gae,
     mean_entropy,
+    mean_and_std,
     normalize_advantages,
     ratio_bounds,
+    standardize,
     value_loss,
 )
+from rlzoo.algos.rewards import RewardMix, RewardStream, reward_streams
 from rlzoo.algos.vtrace import vtrace
 
 pytestmark = pytest.mark.unit
@@ -234,3 +239,86 @@ def test_normalize_advantages():
     assert torch.all(normalize_advantages(torch.full((5,), 2.0)) == 0)  # no division by a zero std
     with pytest.raises(ValueError, match="at least 2"):
         normalize_advantages(torch.ones(1))
+
+
+def test_standardize_with_gathered_moments_equals_normalize_advantages():
+    adv = torch.tensor([1.0, 2.0, 3.0, 6.0, -4.0])
+    mean, std = mean_and_std(5, float(adv.sum()), float((adv * adv).sum()))
+    torch.testing.assert_close(standardize(adv, mean, std), normalize_advantages(adv))
+    assert standardize(torch.full((3,), 2.0), 2.0, 0.0).abs().max() == 0  # a zero std is floored
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_and_std(1, 1.0, 1.0)
+
+
+# --- the whole APPO loss ----------------------------------------------------------------------
+# Two steps of one environment, behaviour μ uniform over 2 actions:
+#   step  π           action  r    A     V    R   V_old   V_clip (c = 1)
+#   0     (.75, .25)  0       1.5  +1    .5   1   0       .5        (V − R)² = .25 either way
+#   1     (.5, .5)    1       1.0  −2    2    3   0       1         (V − R)² = 1, (V_clip − R)² = 4
+# Surrogate with c = 0.1: min(1.5, 1.1)·1 and 1·(−2) → −(1.1 − 2)/2 = .45; inactive: −(1.5 − 2)/2 = .25.
+def _hand_loss(clip_ratio, clip_value):
+    logits = torch.cat([probs_logits([0.75, 0.25], [0.5, 0.5]), torch.zeros(1, 2)]).unsqueeze(1)  # [T+1, 1, A]
+    out = {"logits": logits, "baseline": torch.tensor([[0.5], [2.0], [9.0]])}
+    targets = Targets(torch.tensor([[1.0], [-2.0]]), {"baseline": torch.tensor([[1.0], [3.0]])})
+    settings = AppoSettings(clip_ratio=clip_ratio, clip_value=clip_value, baseline_cost=0.5, entropy_cost=0.01)
+    return appo_loss(out, torch.full((2, 1, 2), HALF), torch.tensor([[0], [1]]), targets,
+                     {"baseline": torch.zeros(3, 1)}, settings)
+
+
+ENTROPY = (-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) + math.log(2)) / 2
+KL = (0.75 * math.log(1.5) + 0.25 * math.log(0.5)) / 2
+
+
+@pytest.mark.parametrize("clip_ratio, clip_value, policy, baseline, clip_fraction", [
+    (0.1, 1.0, 0.45, (0.25 + 4.0) / 2, 0.5),   # both clips active
+    (1e6, 0.0, 0.25, (0.25 + 1.0) / 2, 0.0),   # neither
+])
+def test_appo_loss_matches_hand_values(clip_ratio, clip_value, policy, baseline, clip_fraction):
+    loss = _hand_loss(clip_ratio, clip_value)
+    assert loss.policy.item() == pytest.approx(policy, rel=1e-5)
+    assert loss.baseline.item() == pytest.approx(baseline, rel=1e-5)
+    assert loss.entropy.item() == pytest.approx(ENTROPY, rel=1e-5)
+    assert loss.total.item() == pytest.approx(policy + 0.5 * baseline - 0.01 * ENTROPY, rel=1e-5)
+    assert loss.clip_fraction.item() == clip_fraction
+    assert loss.kl.item() == pytest.approx(KL, rel=1e-5)
+
+
+def test_gae_targets_mix_two_streams_with_their_own_heads():
+    # Extrinsic, λ = 1: δ = [1 + .5·0 − 0, 0 + .5·2 − 0] = [1, 1] → A = [1.5, 1], R = [1.5, 1].
+    # Intrinsic: δ = [0 + 1 − 1, 2 + 1 − 1] = [0, 2] → A = [2, 2], R = [3, 3]. Mixed 2·A_ext + .5·A_int.
+    streams = [RewardStream(torch.tensor([[1.0], [0.0]]), torch.full((2, 1), 0.5), "baseline", 2.0),
+               RewardStream(torch.tensor([[0.0], [2.0]]), torch.ones(2, 1), "int_baseline", 0.5)]
+    values = {"baseline": torch.tensor([[0.0], [0.0], [2.0]]), "int_baseline": torch.ones(3, 1)}
+    out = gae_targets(values, streams, gae_lambda=1.0)
+    torch.testing.assert_close(out.advantages, torch.tensor([[4.0], [3.0]]))
+    torch.testing.assert_close(out.returns["baseline"], torch.tensor([[1.5], [1.0]]))
+    torch.testing.assert_close(out.returns["int_baseline"], torch.tensor([[3.0], [3.0]]))
+
+
+def test_with_a_huge_clip_appos_policy_gradient_is_impalas_weighted_by_the_ratio_over_n():
+    """One epoch, no normalisation: APPO minimises −mean r·A, IMPALA −Σ log π·A with the same V-trace
+    advantage A, so per sample ∇_logits APPO · N = r · ∇_logits IMPALA (r = 1 on the first minibatch)."""
+    g = torch.Generator().manual_seed(4)
+    T, B, A = 6, 3, 4
+    logits = torch.randn(T + 1, B, A, generator=g)
+    behaviour = logits[:-1] + 0.3 * torch.randn(T, B, A, generator=g)
+    actions = torch.randint(A, (T, B), generator=g)
+    rewards, dones = torch.randn(T, B, generator=g), torch.rand(T, B, generator=g) < 0.2
+    baseline = torch.randn(T + 1, B, generator=g)
+    mix = RewardMix(clip="none")
+    settings = AppoSettings(advantages="vtrace", clip_ratio=1e6, clip_value=0.0, baseline_cost=0.0, entropy_cost=0.0,
+                            pg_rho_bar=1.5)
+
+    appo_logits = logits.clone().requires_grad_()
+    out = {"logits": appo_logits, "baseline": baseline}
+    targets = vtrace_targets(out, behaviour, actions, reward_streams(rewards, None, dones, mix), settings)
+    appo_loss(out, behaviour, actions, targets, None, settings).total.backward()
+
+    impala_logits = logits.clone().requires_grad_()
+    impala.impala_loss({"logits": impala_logits, "baseline": baseline}, behaviour, actions, rewards, None, dones,
+                       impala.ImpalaSettings(baseline_cost=0.0, entropy_cost=0.0, pg_rho_bar=1.5), mix).total.backward()
+
+    ratio = torch.exp(impala.action_log_probs(logits[:-1], actions) - impala.action_log_probs(behaviour, actions))
+    assert ratio.min() < 0.9 and ratio.max() > 1.1  # off-policy: the ratio matters
+    torch.testing.assert_close(appo_logits.grad[:-1] * (T * B), ratio.unsqueeze(-1) * impala_logits.grad[:-1])
+    assert torch.all(appo_logits.grad[-1] == 0) and torch.all(impala_logits.grad[-1] == 0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlzoo.algos.objective import BatchTargets
 from rlzoo.bonuses import build_bonus
 from rlzoo.bonuses.common.normalization import IntrinsicNormalizer, ReferenceRunningStd
 from rlzoo.config import load_config
@@ -141,8 +142,8 @@ def test_the_references_batch_mean_reduction_divides_the_gradient_by_the_batch_w
     cfg, spec, summed = make_learner(["algo.loss_reduction=sum"])
     _, _, averaged = make_learner(["algo.loss_reduction=time_sum_batch_mean"])
     batch = RolloutWorker(cfg, 0, spec).rollout().unroll.to_torch()
-    summed._accumulate_gradients(batch, None, 1.0, 0)
-    averaged._accumulate_gradients(batch, None, 1.0 / batch.num_columns, 0)
+    for learner in (summed, averaged):
+        learner._accumulate_gradients(batch, BatchTargets(None), batch.size, torch.arange(batch.num_columns), 0)
     for a, b in zip(summed.model.parameters(), averaged.model.parameters()):
         torch.testing.assert_close(b.grad, a.grad / 4)
 

@@ -6,17 +6,28 @@ DrAC adds α_r (G_π + G_V) to the actor-critic loss (eq. 5–7, α_r = 0.1 in t
 
 with f an augmentation and π(·|s), V(s) on the clean observation held fixed as targets, so only the
 augmented branch is pulled towards them. Both are means over samples, like `ppo.py`'s losses.
+`DracTerm` adds them to the learner's loss (see `objective.py`), on top of IMPALA or APPO.
 """
 from __future__ import annotations
 
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlzoo.algos.appo import gae_targets
+from rlzoo.algos.augmentations import AUGMENTATIONS, get_augmentation
 from rlzoo.algos.ppo import categorical_kl
+from rlzoo.algos.rewards import RewardMix, reward_streams
+from rlzoo.unroll import Batch
+
+if TYPE_CHECKING:
+    from rlzoo.algos.objective import Chunk
+
+IMAGE_KEY = "rgb"  # the observation DrAC augments: Procgen's [64, 64, 3] frames
+VALUE_HEADS = ("baseline", "int_baseline")
 
 
 def policy_regulariser(aug_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -108,3 +119,66 @@ class UCBAugmentationSelector:
         self.total = int(state["total"])
         self.counts = [int(n) for n in state["counts"]]
         self.returns = [deque((float(x) for x in r), maxlen=self.window) for r in state["returns"]]
+
+
+@torch.no_grad()
+def batch_return_target(batch: Batch, intrinsic: torch.Tensor | None, mix: RewardMix, gae_lambda: float) -> float:
+    """The mean return target of a batch, UCB-DrAC's measure of how an augmentation did: the mean of the
+    GAE(λ) returns over the behaviour values, as the paper's code averages its rollout's returns (with
+    two reward streams, their means weighted as their advantages are)."""
+    streams = reward_streams(batch.rewards, intrinsic, batch.dones, mix)
+    returns = gae_targets(batch.values, streams, gae_lambda).returns
+    return sum(s.advantage_weight * float(returns[s.value_key].mean()) for s in streams)
+
+
+class DracTerm:
+    """DrAC as a loss term of the learner: each chunk's frames augmented on the learner's device (one
+    batched call, fresh parameters per image and chunk), the network run on them with the chunk's
+    recurrent start states, and α_r (G_π + G_V) against the clean pass, G_V over every value head.
+
+    `augmentation="ucb"` is UCB-DrAC: before each update the bandit picks the augmentation; the mean
+    return target of the next batch is credited to it. Its state is checkpointed with the learner.
+    """
+
+    name = "drac"
+
+    def __init__(self, augmentation: str, coef: float, ucb_exploration_coef: float, ucb_window: int,
+                 return_lambda: float, mix: RewardMix, device: torch.device, seed: int) -> None:
+        if not coef >= 0:
+            raise ValueError(f"algo.drac.coef={coef!r} must be >= 0")
+        self.coef = coef
+        self.mix = mix
+        self.return_lambda = return_lambda
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self.ucb = (UCBAugmentationSelector(list(AUGMENTATIONS), ucb_exploration_coef, ucb_window)
+                    if augmentation == "ucb" else None)
+        self.arm: str | None = None if self.ucb is not None else augmentation
+        if self.arm is not None:
+            get_augmentation(self.arm)  # an unknown name fails here, listing the known ones
+
+    def start_update(self, batch: Batch, intrinsic: torch.Tensor | None, env_steps: int) -> dict[str, float]:
+        if self.ucb is None:
+            return {}
+        if self.arm is not None:
+            self.ucb.update(self.arm, batch_return_target(batch, intrinsic, self.mix, self.return_lambda))
+        self.arm = self.ucb.select()
+        return {"drac/arm": float(self.ucb.arms.index(self.arm)),
+                **{f"drac/q/{arm}": q for arm, q in zip(self.ucb.arms, self.ucb.q_values())}}
+
+    def __call__(self, chunk: "Chunk") -> tuple[torch.Tensor, dict[str, float]]:
+        b = chunk.batch
+        frames = b.obs[IMAGE_KEY]
+        augmented = get_augmentation(self.arm)(frames.reshape(-1, *frames.shape[2:]), self.generator)
+        aug_out = chunk.forward({**b.obs, IMAGE_KEY: augmented.view_as(frames)}, b.first, b.core_state)
+        g_pi = policy_regulariser(aug_out["logits"][:-1], chunk.out["logits"][:-1])
+        g_v = sum(value_regulariser(aug_out[k][:-1], chunk.out[k][:-1]) for k in VALUE_HEADS if k in chunk.out)
+        metrics = {"drac/policy_reg": float(g_pi.detach()), "drac/value_reg": float(g_v.detach())}
+        return self.coef * (g_pi + g_v), metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.ucb is None else {"ucb": self.ucb.state_dict(), "arm": self.arm}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.ucb is not None and state:
+            self.ucb.load_state_dict(state["ucb"])
+            self.arm = state["arm"]

@@ -139,3 +139,18 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-7) -> torch.T
         raise ValueError(f"normalize_advantages needs at least 2 advantages, got {advantages.numel()}")
     std, mean = torch.std_mean(advantages)
     return (advantages - mean) / std.clamp_min(eps)
+
+
+@torch.no_grad()
+def standardize(advantages: torch.Tensor, mean: float, std: float, eps: float = 1e-7) -> torch.Tensor:
+    """(A − mean) / max(std, eps) with the statistics of a whole minibatch, which a learner that sees
+    it in chunks (or in shares across replicas) gathers before the first chunk's loss."""
+    return (advantages - mean) / max(std, eps)
+
+
+def mean_and_std(count: float, total: float, total_of_squares: float) -> tuple[float, float]:
+    """Mean and unbiased standard deviation (as `torch.std_mean`) from n, Σx and Σx²."""
+    if count < 2:
+        raise ValueError(f"advantage statistics need at least 2 samples, got {count}")
+    mean = total / count
+    return mean, max(total_of_squares - count * mean * mean, 0.0) ** 0.5 / (count - 1) ** 0.5

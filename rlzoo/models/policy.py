@@ -55,6 +55,31 @@ class Policy(nn.Module):
         return out, state
 
     @torch.no_grad()
+    def step(
+        self,
+        obs: Mapping[str, np.ndarray],
+        first: np.ndarray,
+        state: tuple[torch.Tensor, ...],
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """One step of B environments from numpy observations [B, ...]: every head's output [B, ...] as
+        float32 (logits, baseline[, int_baseline]) and the new state.
+
+        A model cast to bfloat16 computes in bfloat16 (see models/precision.py).
+        """
+        weight = self.policy_head.weight
+        with autocast(weight.dtype, weight.device):
+            out, state = self({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]),
+                              state)
+        return {k: v[0].float() for k, v in out.items()}, state
+
+    @staticmethod
+    def sample(logits: torch.Tensor, generator: torch.Generator | None = None, greedy: bool = False) -> torch.Tensor:
+        """Actions [B] drawn from the policy's logits [B, A] (its most likely action when `greedy`)."""
+        if greedy:
+            return logits.argmax(-1)
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+
+    @torch.no_grad()
     def act(
         self,
         obs: Mapping[str, np.ndarray],
@@ -63,20 +88,9 @@ class Policy(nn.Module):
         generator: torch.Generator | None = None,
         greedy: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One step of B environments from numpy observations [B, ...]: (actions [B], logits [B, A], state).
-
-        Actions are sampled from the policy (or its most likely action when `greedy`). A model cast to
-        bfloat16 computes in bfloat16 (see models/precision.py); the logits come back as float32.
-        """
-        weight = self.policy_head.weight
-        with autocast(weight.dtype, weight.device):
-            out, state = self({k: torch.from_numpy(v[None]) for k, v in obs.items()}, torch.from_numpy(first[None]),
-                              state)
-        logits = out["logits"][0].float()
-        if greedy:
-            return logits.argmax(-1), logits, state
-        actions = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
-        return actions, logits, state
+        """One step of B environments from numpy observations [B, ...]: (actions [B], logits [B, A], state)."""
+        out, state = self.step(obs, first, state)
+        return self.sample(out["logits"], generator, greedy), out["logits"], state
 
     def _unroll(
         self, features: torch.Tensor, first: torch.Tensor, state: tuple[torch.Tensor, ...]

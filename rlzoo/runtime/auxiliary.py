@@ -1,18 +1,20 @@
 """The learner's auxiliary loss terms: imitation alongside the RL loss, or instead of it.
 
 - Kickstarting (`algo.kickstart.teacher`, Schmitt et al. 2018): + λ_k(t) · KL(π_teacher ‖ π_student)
-  on the learner's own batch. The teacher, a frozen policy from a checkpoint, runs in the learner on
-  the batch's observations with its own recurrent state per environment, carried across unrolls.
+  on the learner's own batch. The teacher, a frozen policy from a checkpoint, runs in the learner once
+  per batch on its observations, with its own recurrent state per environment carried across unrolls.
 - Behavioural cloning on recorded games (`algo.bc_aux.dataset`, Dungeons and Data's "APPO + BC"):
   + λ_bc(t) · Σ −log π(a_data | x) over a dataset batch drawn for every update, one more
   forward/backward pass of the policy with its own recurrent state per dataset row.
 - Offline behavioural cloning (`algo=bc`): the learner's batch is itself recorded games
   (rlzoo/runtime/demonstrations.py) and the mean cross-entropy is the whole loss.
 
-The learner calls three methods of `AuxiliaryLosses`: `batch_loss` inside its per-chunk loss (terms
-on the learner's own data), `finish` once per update after its chunks (terms on their own data, and
-every term's metrics), and `clone` in place of the RL loss when the batch is recorded games. The
-losses themselves are rlzoo/algos/imitation.py's; sums over steps, as the IMPALA terms, so that a
+The learner adds `AuxiliaryLosses.terms` (kickstarting) to its objective's loss terms
+(rlzoo/algos/objective.py's `LossTerm`: once per batch, then on every chunk of its own data), calls
+`finish` after each minibatch's chunks (BC on its own data, with a gradient that adds to the
+learner's) and `clone` in place of the RL loss when the batch is recorded games. The losses
+themselves are rlzoo/algos/imitation.py's. A recorded or teacher-labelled step is weighted as the
+algorithm weighs one of its own samples (summed for IMPALA, averaged for APPO), so that a
 coefficient of 1 weighs a step of either kind alike.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from rlzoo.algos.imitation import (
     kickstarting_loss,
 )
 from rlzoo.algos.impala import entropy
+from rlzoo.algos.objective import ALGORITHMS, Chunk
 from rlzoo.bonuses import needs_intrinsic_value_head
 from rlzoo.config import ConfigError, check_choice, check_number
 from rlzoo.envs import EnvSpec, env_spec
@@ -44,9 +47,7 @@ from rlzoo.runtime.demonstrations import (
     open_demonstrations,
     stream_seed,
 )
-from rlzoo.unroll import DemonstrationUnroll, Unroll
-
-ALGOS_WITH_TERMS = ("impala",)  # learners that call the hooks (the next: appo)
+from rlzoo.unroll import Batch, DemonstrationUnroll, Unroll
 
 
 class CarriedState:
@@ -113,7 +114,11 @@ class _Schedule:
 
 
 class Kickstarting:
-    """λ_k(t) · KL(π_teacher ‖ π_student) (or the cross-entropy) on the learner's batch."""
+    """λ_k(t) · KL(π_teacher ‖ π_student) (or the cross-entropy) on the learner's batch, as a loss term
+    of the learner (rlzoo/algos/objective.py's `LossTerm`): the teacher labels the whole batch once,
+    before the epochs, and every chunk of every epoch compares the student with those labels."""
+
+    name = "kickstart"
 
     def __init__(self, block: DictConfig, spec: EnvSpec, device: torch.device, dtype: torch.dtype) -> None:
         self.teacher = load_teacher(block.teacher, spec).to(device)
@@ -121,33 +126,40 @@ class Kickstarting:
         self.kind = block.kind
         self.coef = _Schedule(block)
         self.device, self.dtype = device, dtype
-        self.sums = torch.zeros(2)  # summed loss, steps: since the last metrics
+        self.labels: torch.Tensor | None = None  # the teacher's logits on this batch [T, B, A]; None: term off
+        self.current = 0.0
 
-    def loss(self, out: dict[str, torch.Tensor], part: Unroll, env_steps: int) -> torch.Tensor | float:
-        coef = self.coef(env_steps)
-        if coef == 0.0:
-            return 0.0  # the teacher's forward pass is saved once its term is gone
-        T = part.num_steps
-        with torch.no_grad(), autocast(self.dtype, self.device):
-            teacher_out, state = self.teacher({k: v[:T] for k, v in part.obs.items()}, part.first[:T],
-                                              self.carried.get(part.env_ids, part.unroll_index))
-        self.carried.put(part.env_ids, part.unroll_index, state)  # over obs[0..T-1], as the actor's
-        loss = kickstarting_loss(out["logits"][:-1], teacher_out["logits"].float(), kind=self.kind)
-        self.sums += torch.tensor([float(loss.detach()), part.size])
-        return coef * loss
+    @torch.no_grad()
+    def start_update(self, batch: Batch, intrinsic: torch.Tensor | None, env_steps: int) -> dict[str, float]:
+        self.current = self.coef(env_steps)
+        self.labels = None
+        if self.current == 0.0:
+            return {"kickstart/coef": 0.0}  # the teacher's forward pass is saved once its term is gone
+        T = batch.num_steps
+        with autocast(self.dtype, self.device):
+            out, state = self.teacher({k: v[:T] for k, v in batch.obs.items()}, batch.first[:T],
+                                      self.carried.get(batch.env_ids, batch.unroll_index))
+        self.carried.put(batch.env_ids, batch.unroll_index, state)  # over obs[0..T-1], as the actor's
+        self.labels = out["logits"].float()
+        return {"kickstart/coef": self.current}
 
-    def metrics(self, env_steps: int) -> dict[str, float]:
-        summed, steps = self.sums.tolist()
-        self.sums.zero_()
-        metrics = {"kickstart/coef": self.coef(env_steps)}
-        if steps:
-            metrics["kickstart/loss"] = summed / steps
-        return metrics
+    def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.labels is None:
+            return chunk.out["logits"].new_zeros(()), {}
+        loss = kickstarting_loss(chunk.out["logits"][:-1], self.labels[:, chunk.columns], kind=self.kind)
+        mean = loss / chunk.batch.size
+        return self.current * mean, {"kickstart/loss": float(mean.detach())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the teacher is the config's checkpoint; its carried state restarts from zeros
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class DatasetCloning:
-    """λ_bc(t) · Σ −log π(a_data | x) on a batch of recorded games per update: `algo.bc_aux.ratio`
-    dataset rows per actor column of the learner's batch, `runtime.unroll_length` steps each."""
+    """λ_bc(t) · Σ −log π(a_data | x) on a batch of recorded games per optimizer step: `algo.bc_aux.ratio`
+    dataset rows per actor column of the learner's minibatch, `runtime.unroll_length` steps each."""
 
     def __init__(self, cfg: DictConfig, spec: EnvSpec, model: Policy, device: torch.device, dtype: torch.dtype,
                  rank: int, world_size: int) -> None:
@@ -162,7 +174,7 @@ class DatasetCloning:
         self.device, self.dtype = device, dtype
         self.stream: DemonstrationStream | None = None
 
-    def backward(self, model: Policy, env_steps: int, chunk_columns: int) -> dict[str, float]:
+    def backward(self, model: Policy, env_steps: int, chunk_columns: int, sample_weight: float) -> dict[str, float]:
         coef = self.coef(env_steps)
         if coef == 0.0:
             return {"bc/coef": 0.0}
@@ -173,7 +185,7 @@ class DatasetCloning:
         totals = torch.zeros(4)
         for part in _chunks(batch, chunk_columns):
             loss, stats = cloning_pass(model, part, self.carried, self.dtype, self.device)
-            (coef * loss).backward()
+            (coef * sample_weight * loss).backward()
             totals += stats
         summed, correct, valid, _ = totals.tolist()
         return {"bc/coef": coef, "bc/loss": summed / max(valid, 1.0), "bc/accuracy": correct / max(valid, 1.0),
@@ -198,23 +210,23 @@ class AuxiliaryLosses:
                         if dataset is not None else None)
         self.offline = CarriedState(model) if cfg.algo.name == "bc" else None
 
-    def batch_loss(self, out: dict[str, torch.Tensor], part: Unroll, env_steps: int) -> torch.Tensor | float:
-        """Terms on a chunk of the learner's own batch, given the policy's output on it (obs[0..T])."""
-        return 0.0 if self.kickstarting is None else self.kickstarting.loss(out, part, env_steps)
+    @property
+    def terms(self) -> list[Kickstarting]:
+        """The terms on the learner's own batch, for its list of loss terms."""
+        return [] if self.kickstarting is None else [self.kickstarting]
 
-    def finish(self, env_steps: int, chunk_columns: int) -> dict[str, float]:
-        """After the learner's chunks: the terms on their own data (one more backward pass, whose
-        gradient adds to the learner's), then every term's metrics."""
-        metrics = {} if self.kickstarting is None else self.kickstarting.metrics(env_steps)
-        if self.cloning is not None:
-            metrics.update(self.cloning.backward(self.model, env_steps, chunk_columns))
-        return metrics
+    def finish(self, env_steps: int, chunk_columns: int, sample_weight: float) -> dict[str, float]:
+        """After a minibatch's chunks: the terms on their own data (one more backward pass, whose
+        gradient adds to the learner's; a step weighs `sample_weight`, as one of the learner's), and
+        their metrics."""
+        if self.cloning is None:
+            return {}
+        return self.cloning.backward(self.model, env_steps, chunk_columns, sample_weight)
 
-    def clone(self, batch: DemonstrationUnroll, chunk_columns: int) -> dict[str, float]:
-        """`algo=bc`: the gradient of the mean cross-entropy over the batch's valid steps, chunk by
-        chunk of columns (sums divided by the whole batch's count, so the chunks add up)."""
+    def clone(self, batch: DemonstrationUnroll, chunk_columns: int, count: float) -> dict[str, float]:
+        """`algo=bc`: the gradient of the summed cross-entropy over the batch's valid steps divided by
+        `count` (the valid steps of the whole batch, over all replicas), chunk by chunk of columns."""
         self.model.zero_grad(set_to_none=False)
-        count = float(batch.valid.sum().clamp(min=1))
         totals = torch.zeros(4)
         for part in _chunks(batch, chunk_columns):
             loss, stats = cloning_pass(self.model, part, self.offline, self.dtype, self.device)
@@ -230,8 +242,9 @@ class AuxiliaryLosses:
 
 
 def dataset_rows(cfg: DictConfig, world_size: int = 1) -> int:
-    """Dataset rows per update for `algo.bc_aux` (per learner replica)."""
-    return max(1, round(float(cfg.algo.bc_aux.ratio) * cfg.runtime.batch_size / world_size))
+    """Dataset rows per optimizer step for `algo.bc_aux` (per learner replica)."""
+    columns = cfg.runtime.batch_size / int(cfg.algo.minibatches)
+    return max(1, round(float(cfg.algo.bc_aux.ratio) * columns / world_size))
 
 
 def load_teacher(path_value: Any, spec: EnvSpec) -> Policy:
@@ -297,7 +310,7 @@ def _check_imitation(cfg: DictConfig, spec: EnvSpec) -> None:
     if name == "bc":
         for key, value in (("algo.kickstart.teacher", teacher), ("algo.bc_aux.dataset", bc_aux)):
             if value is not None:
-                raise ConfigError(f"{key}={value!r} applies to online runs (algo in {list(ALGOS_WITH_TERMS)}); "
+                raise ConfigError(f"{key}={value!r} applies to online runs (algo in {list(ALGORITHMS)}); "
                                   "algo=bc learns from algo.dataset alone")
         if cfg.bonus.name != "none":
             raise ConfigError(f"bonus={cfg.bonus.name!r}: algo=bc learns from recorded games, which have no "
@@ -309,9 +322,6 @@ def _check_imitation(cfg: DictConfig, spec: EnvSpec) -> None:
         check_reads_terminal_only(build_torso(cfg.model, spec).input_keys, "algo.dataset")
         check_batch_fits(dataset, cfg.runtime.batch_size, "algo.dataset (runtime.batch_size rows)")
         return
-    if (teacher is not None or bc_aux is not None) and name not in ALGOS_WITH_TERMS:
-        raise ConfigError(f"algo={name!r} does not run the auxiliary terms (algo.kickstart, algo.bc_aux) yet; "
-                          f"they run with algo in {list(ALGOS_WITH_TERMS)}")
     if bc_aux is not None:
         _check_schedule(cfg, "algo.bc_aux")
         check_number(cfg, "algo.bc_aux.ratio", min_value=0, min_inclusive=False)

@@ -1,7 +1,8 @@
-"""Data-parallel learners: each replica takes a share of every batch, gradients are summed.
+"""Data-parallel learners: each replica takes a share of every minibatch, gradients are summed.
 
-Losses are sums over the batch, so the summed gradients of the shares equal the gradient of the
-whole batch and an update with N learners equals the single-learner update.
+Losses are sums over the minibatch, or means weighted by each share's part of the minibatch (see
+`rlzoo.algos.objective`), so the summed gradients of the shares equal the gradient of the whole
+minibatch and an update with N learners equals the single-learner update.
 """
 from __future__ import annotations
 
@@ -47,3 +48,11 @@ def allreduce_gradients(model: torch.nn.Module) -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def allreduce_sum(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of `tensor` over the replicas (a few statistics), computed on `device` (NCCL needs a
+    GPU tensor), returned on the CPU."""
+    on_device = tensor.to(device)
+    dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+    return on_device.cpu()

@@ -1,25 +1,26 @@
 """The learner: owns the policy, its optimizer and the exploration bonus, and trains them on batches.
 
 `Learner.update` reads as the algorithm: bonus reward (the bonus's own networks train alongside) →
-IMPALA loss and its gradient, chunk by chunk, plus the auxiliary imitation terms
-(rlzoo/runtime/auxiliary.py; under `algo=bc` behavioural cloning replaces the RL loss) → one
-optimizer step. The loss itself is
-`rlzoo.algos.impala.impala_loss`; this module is the plumbing around it (devices, precision, chunks,
-replicas, non-finite updates).
+targets fixed for the batch → epochs × minibatches of (loss and its gradient, chunk by chunk → one
+optimizer step). What the loss is — IMPALA's or APPO's objective plus extra terms such as DrAC's — is
+`rlzoo.algos.objective`; the imitation terms (kickstarting, BC on recorded games) and `algo=bc`,
+where cloning replaces the RL loss, are rlzoo/runtime/auxiliary.py's. This module is the plumbing
+around them (devices, precision, minibatches, chunks, replicas, non-finite updates).
 """
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rlzoo.algos.impala import ImpalaSettings, impala_loss
-from rlzoo.algos.rewards import RewardMix
+from rlzoo.algos.objective import BatchTargets, Chunk, build_loss_terms, build_objective
+from rlzoo.algos.ppo import mean_and_std
 from rlzoo.bonuses import build_bonus, needs_intrinsic_value_head
 from rlzoo.envs import EnvSpec
 from rlzoo.models import build_model
@@ -44,8 +45,11 @@ class Learner:
         self.rank = rank
         self.world_size = world_size
         self.num_actions = spec.num_actions
-        self.settings = ImpalaSettings.from_config(cfg.algo)
-        self.mix = RewardMix.from_config(cfg.algo, cfg.bonus)
+        self.objective = build_objective(cfg.algo, cfg.bonus) if cfg.algo.name != "bc" else None
+        self.epochs = int(cfg.algo.epochs)
+        self.minibatches = int(cfg.algo.minibatches)
+        # The same seed on every replica: all of them draw the same minibatches.
+        self._shuffle = torch.Generator().manual_seed(cfg.seed) if cfg.algo.shuffle_minibatches else None
 
         # Tiny gradients in Adam/RMSprop state turn into denormal floats, which are several times
         # slower on CPUs; flushing them to zero changes nothing measurable in learning.
@@ -61,6 +65,7 @@ class Learner:
         self.optimizer = self._make_optimizer()
         # Imitation terms (kickstarting, BC on recorded games) and algo=bc's loss: runtime/auxiliary.py.
         self.auxiliary = AuxiliaryLosses(cfg, spec, self.model, device, self.compute_dtype, rank, world_size)
+        self.terms = [*build_loss_terms(cfg, device, seed=cfg.seed * 1_000 + rank), *self.auxiliary.terms]
         self.version = 0  # learner steps taken; actors report which version acted
         self.skipped_updates = 0
         self._nonfinite_in_a_row = 0
@@ -82,7 +87,7 @@ class Learner:
         return self.algo.lr
 
     def update(self, batch: Batch, env_steps: int) -> dict[str, float]:
-        """One learner step on a batch of numpy unrolls (`Unroll.concat` of the actors' unrolls)."""
+        """One learner update on a batch of numpy unrolls (`Unroll.concat` of the actors' unrolls)."""
         start = time.perf_counter()
         batch = batch.to_torch(self.device)
         # 1. Exploration bonus on the whole batch (its episodic state follows every environment). Its
@@ -90,26 +95,32 @@ class Learner:
         # tensors, and a learner on one CPU thread would otherwise leave a free core idle.
         intrinsic, bonus_training = self._bonus_reward(batch)
         try:
-            # 2. The loss's gradient on this replica's share of the batch.
-            loss_scale = 1.0 / batch.num_columns if self.algo.loss_reduction == "time_sum_batch_mean" else 1.0
-            if self.world_size > 1:
-                share = batch.num_columns // self.world_size
-                cols = slice(self.rank * share, (self.rank + 1) * share)
-                batch, intrinsic = batch.columns(cols), None if intrinsic is None else intrinsic[:, cols]
             if isinstance(batch, DemonstrationUnroll):  # algo=bc: recorded games, cloned instead of the RL loss
-                terms = self.auxiliary.clone(batch, self.chunk_columns)
+                metrics, steps = {}, [self._optimizer_step(self._clone(batch), env_steps)]
             else:
-                terms = self._accumulate_gradients(batch, intrinsic, loss_scale, env_steps)
-            # 3. One optimizer step on the summed gradient (skipped when it is not finite).
-            metrics = self._optimizer_step(terms, env_steps)
+                # 2. What stays fixed for every epoch: the objective's targets (APPO's GAE advantages)
+                # and the extra terms' per-batch work (UCB-DrAC's augmentation, the kickstarting teacher).
+                targets = self.objective.prepare(batch, intrinsic)
+                metrics = {k: v for term in self.terms
+                           for k, v in term.start_update(batch, intrinsic, env_steps).items()}
+                # 3. Epochs × minibatches: the gradient of this replica's share of a minibatch, then one
+                # optimizer step on the gradient summed over replicas (skipped when it is not finite).
+                steps, columns = [], torch.arange(batch.num_columns, device=self.device)
+                for cols, minibatch_samples in self._minibatches(batch):
+                    terms = self._accumulate_gradients(batch.columns(cols), targets.columns(cols), minibatch_samples,
+                                                       columns[cols], env_steps)
+                    steps.append(self._optimizer_step(terms, env_steps))
         finally:
             # Even when the policy step fails: never overlap the next batch.
             bonus_metrics = bonus_training.result() if bonus_training is not None else {}
+        if any("loss/total" in step for step in steps):
+            self.version += 1
+        metrics.update(_mean_over_steps(steps))
+        metrics["learner/skipped_updates"] = float(self.skipped_updates)
         metrics.update(bonus_metrics)
         if intrinsic is not None:
             metrics["bonus/int_reward_mean"] = float(intrinsic.mean())
-        if "loss/total" in metrics:  # the step was taken (a skipped one reports only the skip)
-            metrics["policy/entropy"] = metrics.pop("loss/entropy") / batch.size
+        if "loss/total" in metrics:  # a step was taken (skipped ones report only the skip)
             metrics["learner/update_s"] = time.perf_counter() - start
         return metrics
 
@@ -119,31 +130,100 @@ class Learner:
         intrinsic = self.bonus.intrinsic_reward(batch)
         return intrinsic, self._bonus_thread.submit(self.bonus.update, batch)
 
-    def _accumulate_gradients(self, batch: Batch, intrinsic: torch.Tensor | None, loss_scale: float,
-                              env_steps: int) -> dict[str, float]:
-        """Backward of the IMPALA loss (+ the auxiliary terms) chunk by chunk of columns; returns the
-        summed loss terms.
+    def _minibatches(self, batch: Batch) -> Iterator[tuple[slice | torch.Tensor, int]]:
+        """This replica's columns of each minibatch, epoch after epoch, with the minibatch's samples over
+        all replicas. A minibatch is whole columns (their recurrent start states are the actors', in
+        every epoch, as in Sample Factory); contiguous, or drawn from shuffled columns each epoch."""
+        size = batch.num_columns // self.minibatches
+        share = size // self.world_size
+        for _ in range(self.epochs):
+            order = None if self._shuffle is None else torch.randperm(batch.num_columns, generator=self._shuffle)
+            for m in range(self.minibatches):
+                begin = m * size + self.rank * share
+                cols = slice(begin, begin + share) if order is None else order[begin:begin + share].to(self.device)
+                yield cols, size * batch.num_steps
 
-        The losses are sums over samples, so the chunks' gradients add up to the whole batch's, and a
-        chunk's activations stay small enough to keep the cost per sample flat as batches grow.
-        `loss_scale` (1/B for algo.loss_reduction=time_sum_batch_mean) scales the gradient only.
+    def _forward(self, obs: dict[str, torch.Tensor], first: torch.Tensor,
+                 core_state: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """The network over [T+1, B] steps in the learner's precision; its outputs in float32."""
+        with autocast(self.compute_dtype, self.device):
+            out, _ = self.model(obs, first, core_state)
+        return {k: v.float() for k, v in out.items()}
+
+    def _accumulate_gradients(self, minibatch: Batch, targets: BatchTargets, minibatch_samples: int,
+                              columns: torch.Tensor, env_steps: int) -> dict[str, float]:
+        """Backward of the objective plus the extra terms on a minibatch share (`columns` of the batch),
+        chunk by chunk of columns, then the imitation terms on their own data; returns the losses and
+        metrics.
+
+        Each chunk's loss is weighted so that the chunks, and the replicas whose gradients are summed,
+        add up to the whole minibatch's gradient: IMPALA's losses are sums over samples; APPO's loss and
+        every term's are means, weighted by the chunk's share of the `minibatch_samples`. A chunk's
+        activations stay small enough to keep the cost per sample flat as batches grow.
         """
         self.optimizer.zero_grad(set_to_none=False)
-        chunk = self.chunk_columns or batch.num_columns
-        totals = torch.zeros(4)
-        for begin in range(0, batch.num_columns, chunk):
-            cols = slice(begin, begin + chunk)
-            part = batch.columns(cols)
-            with autocast(self.compute_dtype, self.device):
-                out, _ = self.model(part.obs, part.first, part.core_state)
-            out = {k: v.float() for k, v in out.items()}
-            loss = impala_loss(out, part.logits, part.actions, part.rewards,
-                               None if intrinsic is None else intrinsic[:, cols], part.dones, self.settings, self.mix)
-            ((loss.total + self.auxiliary.batch_loss(out, part, env_steps)) * loss_scale).backward()
-            totals += torch.stack(list(loss)).detach().float().cpu()
-        terms = dict(zip(("loss/total", "loss/policy", "loss/baseline", "loss/entropy"), totals.tolist()))
-        terms.update(self.auxiliary.finish(env_steps, self.chunk_columns))
-        return terms
+        chunk = self.chunk_columns or minibatch.num_columns
+        parts = [(minibatch.columns(slice(b, b + chunk)), targets.columns(slice(b, b + chunk)))
+                 for b in range(0, minibatch.num_columns, chunk)]
+        outs, stats = self._advantage_statistics(parts)
+        summed = self.objective.reduction == "sum"
+        sample_weight = self.objective.sample_weight(minibatch_samples, minibatch.num_steps)
+        # A replica reports its share, unweighted: a sum over its samples (sum losses) or their mean.
+        report = 1.0 / sample_weight / (1 if summed else minibatch.size)
+        metrics: Counter[str] = Counter()
+        begin = 0
+        for (part, part_targets), out in zip(parts, outs):
+            if out is None:
+                out = self._forward(part.obs, part.first, part.core_state)
+            c = Chunk(part, part_targets, out, self._forward, part.size / minibatch.size, env_steps,
+                      columns[begin:begin + part.num_columns])
+            begin += part.num_columns
+            loss, chunk_metrics = self.objective.loss(c, stats)
+            weight = part.size * sample_weight  # of a mean over the chunk's samples
+            total = sample_weight * loss if summed else weight * loss
+            for term in self.terms:
+                term_loss, term_metrics = term(c)
+                total = total + weight * term_loss
+                chunk_metrics[f"loss/{term.name}"] = float(term_loss.detach()) * c.share
+                chunk_metrics.update({k: v * c.share for k, v in term_metrics.items()})
+            total.backward()
+            chunk_metrics["loss/total"] = float(total.detach()) * report
+            metrics.update(chunk_metrics)  # Counter.update adds
+        metrics.update(self.auxiliary.finish(env_steps, self.chunk_columns, sample_weight))
+        return dict(metrics)
+
+    def _clone(self, batch: DemonstrationUnroll) -> dict[str, float]:
+        """algo=bc: the gradient of the mean cross-entropy over the whole batch, from this replica's share."""
+        valid_steps = float(batch.valid.sum().clamp(min=1))
+        share = batch.num_columns // self.world_size
+        mine = batch.columns(slice(self.rank * share, (self.rank + 1) * share))
+        return self.auxiliary.clone(mine, self.chunk_columns, valid_steps)
+
+    def _advantage_statistics(self, parts: list[tuple[Batch, BatchTargets]]
+                              ) -> tuple[list[dict[str, torch.Tensor] | None], tuple[float, float] | None]:
+        """Mean and std of the minibatch's advantages over all its chunks and replicas, when the objective
+        normalises them (APPO), and the forward passes made for them that the gradient can reuse.
+
+        V-trace advantages need the current network's values: a share of one chunk keeps that pass
+        for its gradient; with several chunks a pass without gradient comes first.
+        """
+        outs: list[dict[str, torch.Tensor] | None] = [None] * len(parts)
+        if not self.objective.normalizes_advantages:
+            return outs, None
+        moments = torch.zeros(3, dtype=torch.float64)
+        for i, (part, part_targets) in enumerate(parts):
+            out = None
+            if self.objective.advantages_need_forward:
+                with torch.set_grad_enabled(len(parts) == 1):
+                    out = self._forward(part.obs, part.first, part.core_state)
+                if len(parts) == 1:
+                    outs[i] = out
+            advantages = self.objective.advantages(out, part, part_targets).double()
+            moments += torch.stack([advantages.new_tensor(advantages.numel()), advantages.sum(),
+                                    advantages.square().sum()]).cpu()
+        if self.world_size > 1:
+            moments = distributed.allreduce_sum(moments, self.device)
+        return outs, mean_and_std(*moments.tolist())
 
     def _optimizer_step(self, terms: dict[str, float], env_steps: int) -> dict[str, float]:
         if self.world_size > 1:
@@ -156,7 +236,6 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(env_steps)
         self.optimizer.step()
-        self.version += 1
         return {
             **terms,
             "policy/max_entropy": math.log(self.num_actions),
@@ -199,6 +278,8 @@ class Learner:
         }
         if self.bonus is not None:
             state["bonus"] = self.bonus.state_dict()
+        if self.terms:
+            state["terms"] = {term.name: term.state_dict() for term in self.terms}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -208,3 +289,11 @@ class Learner:
         self.skipped_updates = int(state["skipped_updates"])
         if self.bonus is not None:
             self.bonus.load_state_dict(state["bonus"])
+        for term in self.terms:
+            term.load_state_dict(state.get("terms", {}).get(term.name, {}))
+
+
+def _mean_over_steps(steps: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the optimizer steps of an update that report it."""
+    keys = {k for step in steps for k in step}
+    return {k: sum(step[k] for step in steps if k in step) / sum(k in step for step in steps) for k in keys}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from rlzoo.algos.objective import needs_behaviour_values
 from rlzoo.bonuses import needs_intrinsic_value_head
 from rlzoo.envs import EnvSpec, env_spec, make_vec_env
 from rlzoo.models import build_model
@@ -42,7 +43,11 @@ class RolloutWorker:
         self.spec = spec or env_spec(cfg.env)
         self.env_ids = np.arange(actor_id * self.num_envs, (actor_id + 1) * self.num_envs, dtype=np.int64)
 
-        self.model = build_model(cfg.model, self.spec, intrinsic_value_head=needs_intrinsic_value_head(cfg.bonus))
+        two_heads = needs_intrinsic_value_head(cfg.bonus)
+        self.model = build_model(cfg.model, self.spec, intrinsic_value_head=two_heads)
+        # V(obs[t]) of the behaviour policy, recorded only when the learner reads it (APPO, UCB-DrAC).
+        self.value_heads = ((("baseline", "int_baseline") if two_heads else ("baseline",))
+                            if needs_behaviour_values(cfg.algo) else ())
         # Inference at small batches is bound by reading the weights; a bf16 copy halves that.
         self.model.to(resolve_precision(cfg.runtime.precision, torch.device("cpu"))).eval()
         self.policy_version = -1
@@ -102,7 +107,8 @@ class RolloutWorker:
 
     def rollout(self) -> RolloutResult:
         """Step every environment `unroll_length` times."""
-        u = Unroll.allocate(self.spec.obs_space, self.unroll_length, self.num_envs, self.spec.num_actions)
+        u = Unroll.allocate(self.spec.obs_space, self.unroll_length, self.num_envs, self.spec.num_actions,
+                            self.value_heads)
         u.core_state = tuple(s.float().numpy().copy() for s in self.core_state)
         episodes: list[dict[str, float]] = []
         restarts_before = self.env_restarts
@@ -112,14 +118,21 @@ class RolloutWorker:
             for k, v in self.obs.items():
                 u.obs[k][t] = v
             u.first[t] = self.first
-            if t == self.unroll_length:
+            if t == self.unroll_length and not self.value_heads:
                 break  # obs[T] only bootstraps; it is also obs[0] of the next unroll
 
             tic = time.perf_counter()
-            actions, logits, state = self.model.act({k: v[t] for k, v in u.obs.items()}, u.first[t], state,
-                                                    self.generator)
-            u.logits[t] = logits.numpy()
-            u.actions[t] = actions.numpy()
+            out, next_state = self.model.step({k: v[t] for k, v in u.obs.items()}, u.first[t], state)
+            for key in self.value_heads:
+                u.values[key][t] = out[key].numpy()
+            if t == self.unroll_length:
+                # obs[T]'s value bootstraps GAE; obs[T] is also obs[0] of the next unroll, which
+                # starts again from the state before it.
+                infer_time += time.perf_counter() - tic
+                break
+            state = next_state
+            u.logits[t] = out["logits"].numpy()
+            u.actions[t] = self.model.sample(out["logits"], self.generator).numpy()
             toc = time.perf_counter()
 
             self.obs, reward, done, finished = self._step_env(u.actions[t])
