@@ -31,7 +31,6 @@ command continues the benchmark. `--scale` multiplies every step budget and epis
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from collections import deque
@@ -42,6 +41,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from bench_common import run_once, write_table
+
 from rlzoo.config import load_config
 from rlzoo.envs import env_spec, make_vec_env
 from rlzoo.logging.metrics import read_metrics
@@ -49,12 +50,12 @@ from rlzoo.nld import build_dataset
 from rlzoo.nld.dataset import INDEX_FILE
 from rlzoo.reports.statistics import iqm_interval
 from rlzoo.runtime.evaluation import episode_quota, load_policy, play_episodes, policy_actor, random_actor
-from rlzoo.runtime.trainer import train
 
 TASK = ["env.name=MiniHack-Room-Random-5x5-v0", "env.max_episode_steps=10"]
 # One process, one learner thread, 16 envs and batches of 16 × 32 steps: on a small shared machine this
 # learns the task in the fewest steps and seconds (two learner threads contend with the envs).
-RUNTIME = ["runtime=serial", "runtime.learner_threads=1"]
+# Progress lines would interleave with the benchmark's own; metrics every 2 s give the success curve.
+RUNTIME = ["runtime=serial", "runtime.learner_threads=1", "logger.progress=false", "logger.log_interval_s=2"]
 TEACHER_STEPS = 150_000
 RECORD_EPISODES = 1_000
 CLONE_STEPS = 40_000
@@ -73,24 +74,6 @@ CLONE_MODEL = ["model=tty", "env.observation=tty", "model.char_embedding_dim=16"
 CLONE_RUN = ["algo=bc", "runtime.batch_size=16", "runtime.envs_per_actor=16", "runtime.unroll_length=32",
              "algo.lr=2e-3"]
 
-
-def run_once(run_dir: Path, overrides: list[str], steps: int) -> dict[str, Any]:
-    """Train unless `run_dir` already holds a finished run of `steps` steps; returns its summary."""
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary["env_steps"] >= steps and summary["stopped_by"] == "done":
-            print(f"  {run_dir.parent.name}/{run_dir.name}: done earlier ({summary['env_steps']:,} steps)", flush=True)
-            return summary
-    start = time.monotonic()
-    summary = train(load_config([*overrides, f"total_steps={steps}", "resume=auto", "logger.progress=false",
-                                 "logger.log_interval_s=2"]), run_dir)
-    if summary["stopped_by"] != "done":  # a signal stops the whole benchmark, not just this run
-        raise SystemExit(f"  {run_dir.parent.name}/{run_dir.name}: stopped by {summary['stopped_by']} at {summary['env_steps']:,} steps "
-                         "after a checkpoint; rerun the same command to resume")
-    print(f"  {run_dir.parent.name}/{run_dir.name}: {summary['env_steps']:,} steps in {time.monotonic() - start:,.0f}s "
-          f"({summary['steps_per_second']:,.0f} steps/s)", flush=True)
-    return summary
 
 
 def cached(path: Path, compute: Any) -> Any:
@@ -153,16 +136,6 @@ def record_dataset(teacher_dir: Path, ttyrec_dir: Path, episodes: int) -> dict[s
           f"{info['seconds']:.0f}s", flush=True)
     return info
 
-
-def write_table(out: Path, part: str, header: list[str], rows: list[list[Any]]) -> str:
-    """Write <part>.csv and <part>.md under `out`; returns the Markdown table."""
-    with (out / f"{part}.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    (out / f"{part}.md").write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
 
 
 def evaluate(out: Path, policy: str, run_dir: Path, mode: str, scale: float) -> dict[str, float]:
@@ -257,7 +230,8 @@ def kickstart_part(out: Path, teacher_dir: Path, scale: float, seeds: int, extra
             summary = run_once(run_dir, [*TASK, *RUNTIME, f"seed={seed + 100}", *overrides, *extra], steps)
             budget = summary["env_steps"]  # whole batches: a little over `steps`
             reached.setdefault(method, []).append(steps_to_level(run_dir, level))
-            final.setdefault(method, []).append(windowed_returns(run_dir)[-1][1])
+            curve = windowed_returns(run_dir)  # empty when fewer than a window of episodes ended (tiny --scale)
+            final.setdefault(method, []).append(curve[-1][1] if curve else float("nan"))
     rows, iqms = [], {}
     for method, per_seed in reached.items():
         censored = np.array([budget if s is None else s for s in per_seed], dtype=np.float64)

@@ -1,6 +1,5 @@
 """APPO and DrAC in the learner: behaviour values from the rollout, the epochs × minibatches loop, how
 chunks, replicas and extra terms are weighted, UCB-DrAC's credit, end-to-end runs and config errors."""
-import multiprocessing as mp
 
 import pytest
 import torch
@@ -12,12 +11,12 @@ from rlzoo.config import ConfigError
 from rlzoo.envs import env_spec
 from rlzoo.logging.metrics import read_metrics
 from rlzoo.models import build_model
-from rlzoo.runtime import distributed
 from rlzoo.runtime.checkpoint import latest_path, load_checkpoint
 from rlzoo.runtime.learner import Learner
 from rlzoo.runtime.rollout import RolloutWorker
 from rlzoo.runtime.trainer import train
 from rlzoo.unroll import Unroll
+from replicas import sharded_weights
 from unrolls import make_unroll
 
 FP32 = ["runtime.precision=fp32", "runtime.learner_threads=1"]
@@ -255,16 +254,6 @@ def test_appo_trains_in_the_ray_runtime(compose, tmp_path):
     assert row["learner/policy_lag"] >= 0 and 0.0 <= row["policy/clip_fraction"] <= 1.0
 
 
-def _replica(rank, world_size, init_method, cfg, batch, queue):
-    torch.set_num_threads(1)
-    distributed.init_process_group(rank, world_size, init_method, CPU)
-    learner = Learner(cfg, env_spec(cfg.env), num_envs=8, device=CPU, rank=rank, world_size=world_size)
-    for step in range(2):
-        learner.update(batch, env_steps=step)
-    if rank == 0:
-        queue.put({k: v.numpy().copy() for k, v in learner.model.state_dict().items()})
-    torch.distributed.destroy_process_group()
-
 
 @pytest.mark.integration
 def test_two_appo_learners_equal_one(compose):
@@ -277,16 +266,7 @@ def test_two_appo_learners_equal_one(compose):
     batch = Unroll.concat([rollout(cfg, i) for i in range(2)])
     single = trained(cfg, batch, updates=2)
 
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    init_method = distributed.local_init_method()
-    procs = [ctx.Process(target=_replica, args=(r, 2, init_method, cfg, batch, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    sharded = queue.get()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    sharded = sharded_weights(cfg, batch)
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(torch.from_numpy(sharded[k]), v, rtol=1e-5, atol=1e-6)
 

@@ -1,26 +1,14 @@
 """Two CPU learner replicas (gloo) make exactly the update one learner makes on the whole batch."""
-import multiprocessing as mp
 
 import pytest
 import torch
 
 from rlzoo.envs import env_spec
-from rlzoo.runtime import distributed
 from rlzoo.runtime.learner import Learner
 from rlzoo.runtime.rollout import RolloutWorker
 from rlzoo.unroll import Unroll
+from replicas import sharded_weights
 
-
-def _replica(rank, world_size, init_method, cfg, batch, queue):
-    torch.set_num_threads(1)
-    distributed.init_process_group(rank, world_size, init_method, torch.device("cpu"))
-    learner = Learner(cfg, env_spec(cfg.env), num_envs=8, device=torch.device("cpu"),
-                      rank=rank, world_size=world_size)
-    for step in range(2):  # two steps: the optimizer state must agree too
-        learner.update(batch, env_steps=step)
-    if rank == 0:
-        queue.put({k: v.numpy().copy() for k, v in learner.model.state_dict().items()})  # plain pickles
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.integration
@@ -35,16 +23,7 @@ def test_two_learners_equal_one(compose):
     for step in range(2):
         single.update(batch, env_steps=step)
 
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    init_method = distributed.local_init_method()
-    procs = [ctx.Process(target=_replica, args=(r, 2, init_method, cfg, batch, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    sharded = queue.get()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    sharded = sharded_weights(cfg, batch)
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(torch.from_numpy(sharded[k]), v, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(v, Learner(cfg, spec, 8, torch.device("cpu")).model.state_dict()[k])

@@ -165,12 +165,13 @@ def test_recurrent_state_carries_across_windows_of_a_game(compose):
 # --- BC as an auxiliary loss of an online run ------------------------------------------------------
 
 @pytest.mark.integration
-def test_bc_auxiliary_loss_runs_with_impala_and_skips_a_file_broken_mid_run(compose, scripted_games, tmp_path):
+@pytest.mark.parametrize("algo", [[], ["algo=appo", "algo.minibatches=2"]], ids=["impala", "appo"])
+def test_bc_auxiliary_loss_runs_online_and_skips_a_file_broken_mid_run(compose, scripted_games, tmp_path, algo):
     data = copy_dataset(scripted_games, tmp_path / "data")
     broken = indexed_files(open_dataset(data / "ttyrecs.db"))[0]
     broken.write_bytes(broken.read_bytes()[:-30])  # truncated after the index and the start check
     run = tmp_path / "run"
-    summary = train(compose([*TTY_ENV, *TINY_TTY, "runtime.learner_threads=1", f"algo.bc_aux.dataset={data}",
+    summary = train(compose([*TTY_ENV, *TINY_TTY, *algo, "runtime.learner_threads=1", f"algo.bc_aux.dataset={data}",
                              "algo.bc_aux.ratio=2",
                              "algo.bc_aux.coef=2.0", "algo.bc_aux.schedule=linear", "algo.bc_aux.decay_steps=1024",
                              "algo.bc_aux.final=0.5", "total_steps=1280", "logger.log_interval_s=0.001"]), run)
@@ -180,7 +181,8 @@ def test_bc_auxiliary_loss_runs_with_impala_and_skips_a_file_broken_mid_run(comp
     for row in rows:  # every update logs the term, its coefficient on the schedule at that step
         assert row["bc/coef"] == pytest.approx(coefficient_schedule("linear", 2.0, row["env_steps"], 1024, 0.5))
         assert 0 <= row["bc/accuracy"] <= 1 and np.isfinite(row["bc/loss"]) and "loss/policy" in row
-    # 20 updates × 8 rows × 16 steps, about twice the dataset's frames: every game came round.
+    # 20 updates × 8 rows × 16 steps (APPO: 2 minibatches × 4 rows), about twice the dataset's frames:
+    # every game came round.
     assert rows[-1]["nld/skipped_files"] >= 1
     assert rows[-1]["nld/frames"] >= 20 * 8 * 16 - 8
 
@@ -242,11 +244,12 @@ def test_kickstarting_drives_the_student_to_the_teacher_on_a_fixed_batch(compose
 
 
 @pytest.mark.integration
-def test_kickstarted_run_logs_its_decaying_term(compose, tmp_path):
+@pytest.mark.parametrize("algo", [[], ["algo=appo", "algo.epochs=2", "algo.minibatches=2"]], ids=["impala", "appo"])
+def test_kickstarted_run_logs_its_decaying_term(compose, tmp_path, algo):
     cfg = compose([f"env.name={TASK}"])
     teacher = save_run(cfg, tmp_path / "teacher", seed=5)
     run = tmp_path / "student"
-    train(compose([f"env.name={TASK}", "runtime.learner_threads=1", f"algo.kickstart.teacher={teacher}",
+    train(compose([f"env.name={TASK}", *algo, "runtime.learner_threads=1", f"algo.kickstart.teacher={teacher}",
                    "algo.kickstart.decay_steps=256",
                    "total_steps=384", "logger.log_interval_s=0.001"]), run)
     rows = read_metrics(run)
