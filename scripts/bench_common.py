@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -16,6 +17,25 @@ from rlzoo.envs import make_vec_env
 from rlzoo.logging.metrics import read_metrics
 from rlzoo.runtime.evaluation import DistinctPositions, load_policy, play_episodes, policy_actor, random_actor
 from rlzoo.runtime.trainer import train
+
+
+def cpu_description() -> str:
+    """CPU model, core count and the bf16 flags that decide what runtime.precision=auto picks."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no AVX2"
+    return (f"{model}, {os.cpu_count()} CPUs, {simd}, "
+            f"{' '.join(bf16) + ' (native bf16)' if bf16 else 'no AVX512-BF16/AMX (bf16 emulated)'}")
 
 
 def steps_per_second(step: Callable[[], None], seconds: float) -> float:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import raw_env_steps_per_second, steps_per_second
+from bench_common import cpu_description, raw_env_steps_per_second, steps_per_second
 
 from rlzoo.logging.metrics import read_metrics
 
@@ -184,6 +184,10 @@ def run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, 
         raise RunFailed(f"exit code {code} (log: {log_path}): " + " | ".join(tail))
 
 
+# Sample Factory 2.1.1's CPU learner has no autocast: it always computes in float32.
+SF_PRECISION = "fp32"
+
+
 def run_sf(python: Path, task: str, cfg: SFConfig, seconds: float, warmup_s: float, log_path: Path,
            lr: float | None) -> float:
     cmd = [str(python), str(SF_RUNNER), f"--env={task}", f"--workers={cfg.workers}",
@@ -198,7 +202,8 @@ def run_sf(python: Path, task: str, cfg: SFConfig, seconds: float, warmup_s: flo
 
 
 def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_path: Path,
-              lr: float | None, overrides: list[str]) -> float:
+              lr: float | None, overrides: list[str]) -> tuple[float, str]:
+    """Steady-state steps/s, and the precision runtime.precision resolved to (from summary.json)."""
     with tempfile.TemporaryDirectory(prefix="rlzoo_bench_") as run_dir:
         cmd = [str(RLZOO_TRAIN), f"experiment={TASKS[task]}", "model=crop",
                f"runtime.num_actors={cfg.num_actors}", f"runtime.envs_per_actor={cfg.envs_per_actor}",
@@ -221,7 +226,7 @@ def run_rlzoo(task: str, cfg: RlzooConfig, seconds: float, warmup_s: float, log_
         reports = [(float(r["time"]), int(r["env_steps"])) for r in rows]
         if not reports or reports[-1][1] != int(summary["env_steps"]):
             raise RunFailed(f"metrics.jsonl does not end at summary.json's env_steps (log: {log_path})")
-        return steady_rate(reports, warmup_s)[0]
+        return steady_rate(reports, warmup_s)[0], summary["precision"]
 
 
 def env_ceiling(task: str, seconds: float) -> tuple[float, str]:
@@ -303,6 +308,7 @@ class Bench:
         self.lr = None if args.train_policy else FROZEN_LR
         self.rlzoo_overrides = args.rlzoo_overrides
         self.count = 0
+        self.precisions: dict[str, set[str]] = {}
 
     def run(self, framework: str, task: str, cfg: SFConfig | RlzooConfig, seconds: float, warmup_s: float,
             stage: str) -> float | None:
@@ -313,13 +319,14 @@ class Bench:
         print(f"  [{self.count}] {stage:5s} {framework:14s} {cfg.label():48s} ", end="", flush=True)
         try:
             if framework == "sample_factory":
-                sps = run_sf(self.sf_python, task, cfg, seconds, warmup_s, log_path, self.lr)
+                sps, precision = run_sf(self.sf_python, task, cfg, seconds, warmup_s, log_path, self.lr), SF_PRECISION
             else:
-                sps = run_rlzoo(task, cfg, seconds, warmup_s, log_path, self.lr, self.rlzoo_overrides)
+                sps, precision = run_rlzoo(task, cfg, seconds, warmup_s, log_path, self.lr, self.rlzoo_overrides)
         except RunFailed as err:
             print(f"failed: {err}", flush=True)
             return None
-        print(f"{sps:8.1f} steps/s  (load before {load:.1f})", flush=True)
+        self.precisions.setdefault(framework, set()).add(precision)
+        print(f"{sps:8.1f} steps/s  {precision}  (load before {load:.1f})", flush=True)
         return sps
 
     def search(self, task: str, frameworks: list[str]) -> dict[str, SFConfig | RlzooConfig | None]:
@@ -422,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = "trained" if args.train_policy else f"held at its start (learning rate {FROZEN_LR:g})"
     print(f"peer benchmark: {', '.join(args.tasks)}; {', '.join(order)}; {os.cpu_count()} CPUs; "
           f"policy {policy}; logs in {log_dir}")
+    print(f"cpu: {cpu_description()}")
 
     ceilings: dict[str, tuple[float, str]] = {}
     outcomes: dict[str, dict[str, Outcome]] = {}
@@ -442,9 +450,13 @@ def main(argv: list[str] | None = None) -> int:
                     out.runs.append(sps)
 
     print_table(outcomes, ceilings)
+    precisions = {fw: "/".join(sorted(bench.precisions.get(fw, set()))) or "-" for fw in order}
+    print("precision: " + ", ".join(f"{fw} {p}" for fw, p in precisions.items()))
     if args.json:
         args.json.write_text(json.dumps({
             "cpus": os.cpu_count(),
+            "cpu": cpu_description(),
+            "precision": precisions,
             "learning_rate": None if args.train_policy else FROZEN_LR,
             "tasks": {task: {"env_ceiling": ceilings[task][0], "ceiling_source": ceilings[task][1],
                              **{fw: {"setting": out.config.label(), "runs": out.runs, "mean": out.mean}
