@@ -15,8 +15,9 @@ stratified-bootstrap 95% CI (rlzoo.reports.statistics). Reference numbers are pr
 openai/train-procgen's PPO result files at the same step count, and DrAC's published figures, each
 marked verified or unverified.
 
-Budget: 2M steps per run fits this 2-core machine (one CPU learner thread, two actors); the
-reference files report returns at 2M too. Every run lives in its own directory under --out and is
+Budget: 2M steps per run, the step count of the reference files. On a 2-core CPU the IMPALA-CNN
+learner is the bottleneck: a run takes hours (docs/performance.md gives the rates), the default
+18 runs days; a GPU learner (runtime.device=cuda) or fewer games, methods and seeds cut that. Every run lives in its own directory under --out and is
 skipped when finished (an interrupted run resumes from its checkpoint; evaluations are kept in the
 run directory), so rerunning the same command continues the benchmark. SIGTERM checkpoints the
 current run and ends the benchmark. `--scale` multiplies every step budget (0.01 for a smoke run).

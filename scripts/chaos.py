@@ -126,12 +126,18 @@ def chaos_run(cfg: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, An
     learner_restarts = first["learner_restarts"] + second["learner_restarts"]
     # A learner recovery replaces every actor too; those are not recoveries from actor kills.
     actor_recoveries = first["actor_restarts"] + second["actor_restarts"] - learner_restarts * cfg.runtime.num_actors
+    recoveries = {"actor replacements": max(0, actor_recoveries),
+                  "environment rebuilds": first["env_restarts"] + second["env_restarts"],
+                  "learner recoveries": learner_restarts, "resumes after SIGTERM": int(resumed)}
+    # Recoveries do not pair one to one with faults (a hang on an actor killed before its step times out
+    # needs no rebuild; a learner recovery replaces every actor), so the run surviving every fault is
+    # judged by its end: it reached its step budget.
+    completed = second["stopped_by"] == "done" and second["env_steps"] >= cfg.total_steps
     return {
         **counts,
         "faults_injected": sum(counts.values()),
-        "faults_survived": (min(counts["actor_kills"], actor_recoveries)
-                            + min(counts["env_hangs"], first["env_restarts"] + second["env_restarts"])
-                            + min(counts["learner_kills"], learner_restarts) + int(resumed)),
+        "faults_survived": sum(counts.values()) if completed else 0,
+        "recoveries": recoveries,
         "env_steps_lost": first["env_steps_lost"] + second["env_steps_lost"],
         "env_steps": second["env_steps"],
         "final_return": second["mean_return_last_100"],
@@ -165,7 +171,9 @@ def main() -> None:
     print(f"\nfaults injected   {chaos['faults_injected']} ({chaos['actor_kills']} actor kills, "
           f"{chaos['env_hangs']} environment hangs, {chaos['learner_kills']} learner replica kills, "
           f"{chaos['sigterm_during_checkpoint']} SIGTERM during a checkpoint)")
-    print(f"faults survived   {chaos['faults_survived']}")
+    print(f"faults survived   {chaos['faults_survived']} (the run "
+          f"{'reached' if chaos['faults_survived'] else 'did not reach'} {args.steps:,} steps; "
+          + ", ".join(f"{n} {what}" for what, n in chaos["recoveries"].items()) + ")")
     print(f"env steps lost    {chaos['env_steps_lost']:,} of {chaos['env_steps']:,}")
     print(f"final return      chaos {chaos['final_return']:.3f} vs undisturbed {calm['mean_return_last_100']:.3f}")
 

@@ -52,3 +52,14 @@ def test_random_action_success_counts_the_episodes_of_one_env_reproducibly():
     rate = bench_common.random_action_success(room, episodes=10, seed=3)
     assert rate == bench_common.random_action_success(room, episodes=10, seed=3)
     assert 0.0 <= rate <= 1.0 and (rate * 10) == pytest.approx(round(rate * 10))
+
+
+def test_cpu_description_says_native_bf16_exactly_when_auto_precision_picks_bf16():
+    import torch
+
+    from rlzoo.models.precision import resolve_precision
+
+    described = bench_common.cpu_description()
+    picks_bf16 = resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
+    assert ("(native bf16)" in described) == picks_bf16
+    assert ("bf16 emulated" in described) == (not picks_bf16)
