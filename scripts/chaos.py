@@ -26,9 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rlzoo.runtime.trainer as trainer_module
-from rlzoo.config import load_config
-from rlzoo.runtime.trainer import Trainer, train
+# The trainer shuts Ray down when a run ends; a Ray call after that must fail, not start a stray
+# default cluster (without rlzoo's private token) that the resumed run would then trip over.
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
+import rlzoo.runtime.trainer as trainer_module  # noqa: E402
+from rlzoo.config import load_config  # noqa: E402
+from rlzoo.runtime.trainer import Trainer, train  # noqa: E402
 
 
 def hang_one_environment(actor_self: Any, seconds: float) -> None:
@@ -89,7 +93,23 @@ class Injector:
                         and self.trainer.env_steps >= self.args.learner_kill_at * self.total_steps):
                     os.kill(self.trainer.learner.pids()[-1], signal.SIGKILL)
                     self.counts["learner_kills"] += 1
+                self._count_hangs_that_ran()
             except Exception:  # noqa: BLE001 - the target may be mid-replacement; the next round tries again
+                pass
+
+    def _count_hangs_that_ran(self) -> None:
+        """Counts the installed hangs whose call has returned, while Ray is still up; a hang queued on an
+        actor that was killed first never happened."""
+        import ray
+
+        if not self.hangs:
+            return
+        done, self.hangs = ray.wait(self.hangs, num_returns=len(self.hangs), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref)
+                self.counts["env_hangs"] += 1
+            except Exception:  # noqa: BLE001 - its actor died before it ran
                 pass
 
     def __enter__(self) -> "Injector":
@@ -97,18 +117,12 @@ class Injector:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import ray
-
         self.stop.set()
         self.thread.join()
-        # A hang queued on an actor that was killed first never happened.
-        done, _ = ray.wait(self.hangs, num_returns=len(self.hangs), timeout=0)
-        for ref in done:
-            try:
-                ray.get(ref)
-                self.counts["env_hangs"] += 1
-            except Exception:  # noqa: BLE001 - its actor died before it ran
-                pass
+        try:
+            self._count_hangs_that_ran()
+        except Exception:  # noqa: BLE001 - Ray is already down: the loop counted what it could
+            pass
 
 
 def chaos_run(cfg: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -173,7 +187,7 @@ def main() -> None:
           f"{chaos['sigterm_during_checkpoint']} SIGTERM during a checkpoint)")
     print(f"faults survived   {chaos['faults_survived']} (the run "
           f"{'reached' if chaos['faults_survived'] else 'did not reach'} {args.steps:,} steps; "
-          + ", ".join(f"{n} {what}" for what, n in chaos["recoveries"].items()) + ")")
+          + ", ".join(f"{what} {n}" for what, n in chaos["recoveries"].items()) + ")")
     print(f"env steps lost    {chaos['env_steps_lost']:,} of {chaos['env_steps']:,}")
     print(f"final return      chaos {chaos['final_return']:.3f} vs undisturbed {calm['mean_return_last_100']:.3f}")
 
