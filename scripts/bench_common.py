@@ -15,24 +15,21 @@ import torch
 from rlzoo.config import load_config
 from rlzoo.envs import make_vec_env
 from rlzoo.logging.metrics import read_metrics
+from rlzoo.models.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags
 from rlzoo.runtime.evaluation import DistinctPositions, load_policy, play_episodes, policy_actor, random_actor
 from rlzoo.runtime.trainer import train
 
 
 def cpu_description() -> str:
     """CPU model, core count and the bf16 flags that decide what runtime.precision=auto picks."""
-    model, flags = "unknown CPU", set()
+    model = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown CPU":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
+            model = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    flags = cpu_flags()
+    bf16 = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in flags]
     simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no AVX2"
     return (f"{model}, {os.cpu_count()} CPUs, {simd}, "
             f"{' '.join(bf16) + ' (native bf16)' if bf16 else 'no AVX512-BF16/AMX (bf16 emulated)'}")

@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     policy = "trained" if args.train_policy else f"held at its start (learning rate {FROZEN_LR:g})"
     print(f"peer benchmark: {', '.join(args.tasks)}; {', '.join(order)}; {os.cpu_count()} CPUs; "
           f"policy {policy}; logs in {log_dir}")
-    print(f"cpu: {cpu_description()}")
+    cpu = cpu_description()
+    print(f"cpu: {cpu}")
 
     ceilings: dict[str, tuple[float, str]] = {}
     outcomes: dict[str, dict[str, Outcome]] = {}
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "cpus": os.cpu_count(),
-            "cpu": cpu_description(),
+            "cpu": cpu,
             "precision": precisions,
             "learning_rate": None if args.train_policy else FROZEN_LR,
             "tasks": {task: {"env_ceiling": ceilings[task][0], "ceiling_source": ceilings[task][1],

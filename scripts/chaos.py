@@ -150,6 +150,7 @@ def chaos_run(cfg: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, An
     return {
         **counts,
         "faults_injected": sum(counts.values()),
+        "completed": completed,
         "faults_survived": sum(counts.values()) if completed else 0,
         "recoveries": recoveries,
         "env_steps_lost": first["env_steps_lost"] + second["env_steps_lost"],
@@ -186,7 +187,7 @@ def main() -> None:
           f"{chaos['env_hangs']} environment hangs, {chaos['learner_kills']} learner replica kills, "
           f"{chaos['sigterm_during_checkpoint']} SIGTERM during a checkpoint)")
     print(f"faults survived   {chaos['faults_survived']} (the run "
-          f"{'reached' if chaos['faults_survived'] else 'did not reach'} {args.steps:,} steps; "
+          f"{'reached' if chaos['completed'] else 'did not reach'} {args.steps:,} steps; "
           + ", ".join(f"{what} {n}" for what, n in chaos["recoveries"].items()) + ")")
     print(f"env steps lost    {chaos['env_steps_lost']:,} of {chaos['env_steps']:,}")
     print(f"final return      chaos {chaos['final_return']:.3f} vs undisturbed {calm['mean_return_last_100']:.3f}")

@@ -1,7 +1,5 @@
 """The learner on a CUDA GPU: the same update as on the CPU, bf16 autocast, pinned host-to-device
 copies, and NCCL replicas equal to one learner. Skipped where there is no GPU."""
-import multiprocessing
-
 import numpy as np
 import pytest
 import torch
@@ -10,6 +8,7 @@ from rlzoo.config import load_config
 from rlzoo.envs import env_spec
 from rlzoo.runtime.learner import Learner
 from rlzoo.unroll import synthetic_unroll
+from replicas import sharded_weights
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")]
@@ -54,33 +53,11 @@ def test_batches_reach_the_gpu_through_pinned_memory_unchanged():
     np.testing.assert_array_equal(on_gpu.actions.cpu().numpy(), batch.actions)
 
 
-def _replica(rank, world_size, init_method, batch, queue):
-    from rlzoo.runtime import distributed
-
-    cfg = load_config([*SMALL, "runtime.precision=fp32", f"runtime.learners={world_size}"])
-    device = torch.device("cuda", rank)
-    distributed.init_process_group(rank, world_size, init_method, device)
-    learner = Learner(cfg, env_spec(cfg.env), 8, device, rank=rank, world_size=world_size)
-    learner.update(batch, 0)
-    if rank == 0:
-        queue.put(learner.weights())
-
-
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL replicas need two CUDA GPUs")
 def test_two_nccl_replicas_equal_one_learner():
-    from rlzoo.runtime import distributed
-
     single, batch = learner_and_batch("cuda:0", "runtime.precision=fp32")
     single.update(batch, 0)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    init_method = distributed.local_init_method()
-    procs = [ctx.Process(target=_replica, args=(r, 2, init_method, batch, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    sharded = queue.get(timeout=300)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    cfg = load_config([*SMALL, "runtime.precision=fp32", "runtime.learners=2"])
+    sharded = sharded_weights(cfg, batch, updates=1, device_type="cuda")
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(torch.from_numpy(sharded[name]), value.cpu(), rtol=1e-4, atol=1e-5)

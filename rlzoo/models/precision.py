@@ -24,15 +24,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# AVX512-BF16 / AMX multiply bf16 at twice the fp32 rate; without them bf16 is emulated and slower.
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 @lru_cache(maxsize=None)
-def _cpu_has_native_bf16() -> bool:
-    # AVX512-BF16 / AMX multiply bf16 at twice the fp32 rate; without them bf16 is emulated and slower.
+def cpu_flags() -> frozenset[str]:
+    """The feature flags of this machine's CPU (/proc/cpuinfo); empty where that cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            line = next((line for line in f if line.startswith("flags")), "")
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def _cpu_has_native_bf16() -> bool:
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
 
 
 def native_bf16(device: torch.device) -> bool:
