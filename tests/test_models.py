@@ -132,6 +132,29 @@ def test_lstm_resets_state_at_first():
         assert not torch.allclose(out["logits"][:2, 1:2], carried["logits"])
 
 
+def test_lstm_gradients_match_the_step_by_step_unroll():
+    torch.manual_seed(0)
+    model = build_model(_cfg("crop", lstm_size=16, fc_sizes=[16]), NETHACK_SPEC)
+    T, B = 7, 3
+    obs = _random_obs(NETHACK_SPEC, T, B)
+    first = torch.zeros(T, B, dtype=torch.bool)
+    first[1, 2] = first[2, 0] = first[3, 1] = first[6, 0] = True  # chunks of 1, 1, 1, 3 and 1 steps
+    state = tuple(torch.randn(B, 16) for _ in range(2))
+    weights = torch.randn(T, B, model.num_actions)
+
+    def gradients(unroll):
+        model.zero_grad()
+        logits, (h, c) = unroll()
+        ((logits * weights).sum() + h.sum() + c.pow(2).sum()).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    fused = gradients(lambda: (lambda out, s: (out["logits"], s))(*model(obs, first, state)))
+    naive = gradients(lambda: _naive_unroll(model, obs, first, state))
+    assert fused.keys() == naive.keys() and "lstm.weight_hh_l0" in fused
+    for name in fused:
+        torch.testing.assert_close(fused[name], naive[name], msg=name)
+
+
 @pytest.mark.parametrize("config, spec", [("nethack", NETHACK_SPEC), ("impala_cnn", PROCGEN_SPEC),
                                           ("minigrid", MINIGRID_SPEC)])
 def test_gradient_step_reaches_every_parameter(config, spec):

@@ -111,11 +111,14 @@ class Policy(nn.Module):
             return h.unsqueeze(0), (h, c)
         boundaries = (torch.nonzero(first[1:].any(dim=1)).flatten() + 1).tolist()
         starts = [0] + boundaries
+        lengths = [end - start for start, end in zip(starts, starts[1:] + [T])]
         outputs = []
-        for start, end in zip(starts, starts[1:] + [T]):
+        # split, not slicing: the backward of a split is one cat, while every slice's backward writes
+        # into a zeroed copy of the whole input (10% of the LSTM's time with many short chunks).
+        for start, chunk in zip(starts, features.split(lengths)):
             keep = (~first[start]).to(features.dtype).unsqueeze(-1)
             h, c = h * keep, c * keep
-            out, (h_n, c_n) = self.lstm(features[start:end], (h.unsqueeze(0), c.unsqueeze(0)))
+            out, (h_n, c_n) = self.lstm(chunk, (h.unsqueeze(0), c.unsqueeze(0)))
             h, c = h_n[0], c_n[0]
             outputs.append(out)
         return torch.cat(outputs), (h, c)
