@@ -284,6 +284,26 @@ def test_ucb_state_dict_round_trip():
         UCBAugmentationSelector(["crop", "flip"], 0.1, 3).load_state_dict(ucb.state_dict())
 
 
+def test_drac_term_resumes_the_bandit_and_the_augmentation_draws():
+    from rlzoo.algos.drac import DracTerm
+    from rlzoo.algos.rewards import RewardMix
+
+    def term(seed):
+        return DracTerm("ucb", 0.1, 0.1, 10, 0.95, RewardMix(), torch.device("cpu"), seed)
+
+    frames = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    first = term(seed=1)
+    first.arm = "crop"
+    first.ucb.update("crop", 2.0)
+    aug.get_augmentation("crop")(frames, first.generator)  # the generator moves on
+    state = first.state_dict()
+    expected = aug.get_augmentation("crop")(frames, first.generator)
+    resumed = term(seed=2)
+    resumed.load_state_dict(state)
+    assert resumed.arm == "crop" and resumed.ucb.state_dict() == first.ucb.state_dict()
+    assert torch.equal(aug.get_augmentation("crop")(frames, resumed.generator), expected)
+
+
 @pytest.mark.parametrize("arms,coef,window,match", [
     (["a", "b"], -0.1, 10, "exploration_coef"),
     (["a", "b"], 0.1, 0, "window"),

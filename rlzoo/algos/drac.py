@@ -137,7 +137,8 @@ class DracTerm:
     recurrent start states, and α_r (G_π + G_V) against the clean pass, G_V over every value head.
 
     `augmentation="ucb"` is UCB-DrAC: before each update the bandit picks the augmentation; the mean
-    return target of the next batch is credited to it. Its state is checkpointed with the learner.
+    return target of the next batch is credited to it. The bandit and the augmentations' random generator
+    are checkpointed with the learner.
     """
 
     name = "drac"
@@ -176,9 +177,15 @@ class DracTerm:
         return self.coef * (g_pi + g_v), metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.ucb is None else {"ucb": self.ucb.state_dict(), "arm": self.arm}
+        # The generator too: a resumed run draws the augmentations the uninterrupted run would have.
+        state: dict[str, Any] = {"generator": self.generator.get_state()}
+        if self.ucb is not None:
+            state.update(ucb=self.ucb.state_dict(), arm=self.arm)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if self.ucb is not None and state:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+        if self.ucb is not None and "ucb" in state:
             self.ucb.load_state_dict(state["ucb"])
             self.arm = state["arm"]
