@@ -26,13 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-# The trainer shuts Ray down when a run ends; a Ray call after that must fail, not start a stray
-# default cluster (without rlzoo's private token) that the resumed run would then trip over.
-os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
-
-import rlzoo.runtime.trainer as trainer_module  # noqa: E402
-from rlzoo.config import load_config  # noqa: E402
-from rlzoo.runtime.trainer import Trainer, train  # noqa: E402
+import rlzoo.runtime.trainer as trainer_module
+from rlzoo.config import load_config
+from rlzoo.runtime.trainer import Trainer, train
 
 
 def hang_one_environment(actor_self: Any, seconds: float) -> None:

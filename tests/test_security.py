@@ -205,6 +205,11 @@ def test_local_ray_run_listens_on_loopback_only_with_token_auth(compose, tmp_pat
     exposed = [row for row in seen if not _is_loopback(ipaddress.ip_address(row[2]))]
     assert not exposed, f"Ray processes listening beyond loopback: {exposed}"
     assert not (home / ".ray" / "auth_token").exists()  # the token lived in the environment only
+    # The run shut its Ray down; a stray Ray call now fails instead of starting an untokened cluster.
+    assert not ray.is_initialized()
+    with pytest.raises(Exception, match="not been started|not initialized|ray.init"):
+        ray.put(1)
+    assert not ray.is_initialized()
     private = Path("/tmp") / f"rlzoo-u{os.getuid()}"
     assert private.stat().st_mode & 0o777 == 0o700  # Ray's world-writable session dirs sit below it
 

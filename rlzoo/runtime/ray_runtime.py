@@ -27,10 +27,15 @@ class LearnerReplicaLost(RuntimeError):
 def connect(cfg: DictConfig) -> None:
     """Start a private local Ray instance on 127.0.0.1, or join `runtime.ray_address`.
 
-    The caller shuts Ray down when its run ends (`ray.shutdown()`), so each run connects afresh.
+    The caller shuts Ray down when its run ends (`ray.shutdown()`), so each run connects afresh; Ray's
+    automatic `ray.init()` on a later Ray call stays off in this process.
     """
     import ray
+    from ray._private import auto_init_hook
 
+    # After the run's ray.shutdown(), a stray Ray call (ray.get on a stale handle, say) would start a
+    # default cluster: no token, listening on every interface. Such a call fails instead.
+    auto_init_hook.enable_auto_connect = False
     if ray.is_initialized():
         return
     address = cfg.runtime.ray_address
