@@ -109,14 +109,19 @@ def _naive_unroll(model, obs, first, state):
     return torch.stack(logits), (h, c)
 
 
-def test_lstm_resets_state_at_first():
+def _lstm_case(T, B, resets):
+    """A small recurrent model, random observations [T, B], `first` set at the (t, b) in `resets` and a
+    random incoming state."""
     torch.manual_seed(0)
     model = build_model(_cfg("crop", lstm_size=16, fc_sizes=[16]), NETHACK_SPEC)
-    T, B = 6, 3
-    obs = _random_obs(NETHACK_SPEC, T, B)
     first = torch.zeros(T, B, dtype=torch.bool)
-    first[2, 0] = first[4, 1] = first[4, 2] = first[5, 0] = True
-    state = tuple(torch.randn(B, 16) for _ in range(2))
+    for t, b in resets:
+        first[t, b] = True
+    return model, _random_obs(NETHACK_SPEC, T, B), first, tuple(torch.randn(B, 16) for _ in range(2))
+
+
+def test_lstm_resets_state_at_first():
+    model, obs, first, state = _lstm_case(6, 3, [(2, 0), (4, 1), (4, 2), (5, 0)])
     with torch.no_grad():
         out, (h, c) = model(obs, first, state)
         expected, (h_ref, c_ref) = _naive_unroll(model, obs, first, state)
@@ -133,14 +138,9 @@ def test_lstm_resets_state_at_first():
 
 
 def test_lstm_gradients_match_the_step_by_step_unroll():
-    torch.manual_seed(0)
-    model = build_model(_cfg("crop", lstm_size=16, fc_sizes=[16]), NETHACK_SPEC)
-    T, B = 7, 3
-    obs = _random_obs(NETHACK_SPEC, T, B)
-    first = torch.zeros(T, B, dtype=torch.bool)
-    first[1, 2] = first[2, 0] = first[3, 1] = first[6, 0] = True  # chunks of 1, 1, 1, 3 and 1 steps
-    state = tuple(torch.randn(B, 16) for _ in range(2))
-    weights = torch.randn(T, B, model.num_actions)
+    # Chunks of 1, 1, 1, 3 and 1 steps between the resets.
+    model, obs, first, state = _lstm_case(7, 3, [(1, 2), (2, 0), (3, 1), (6, 0)])
+    weights = torch.randn(7, 3, model.num_actions)
 
     def gradients(unroll):
         model.zero_grad()
