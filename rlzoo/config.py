@@ -17,6 +17,7 @@ from rlzoo import CONFIG_DIR
 from rlzoo.algos.appo import ADVANTAGES
 from rlzoo.algos.augmentations import AUGMENTATIONS
 from rlzoo.algos.objective import ALGORITHMS
+from rlzoo.algos.rewards import REWARD_CLIPS
 from rlzoo.models.precision import DEVICES, PRECISIONS
 
 
@@ -150,7 +151,10 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "algo.discount", min_value=0, max_value=1)
     check_number(cfg, "algo.entropy_cost", min_value=0)
     check_number(cfg, "algo.baseline_cost", min_value=0)
-    check_choice(cfg, "algo.reward_clip", ["abs_one", "none"])
+    clip = cfg.algo.reward_clip
+    if clip not in REWARD_CLIPS and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise ConfigError(f"algo.reward_clip={clip!r} is not allowed; choose one of {list(REWARD_CLIPS)} "
+                          "or a positive number c (clip to [-c, c])")
     check_choice(cfg, "algo.loss_reduction", ["sum", "time_sum_batch_mean"])
     check_number(cfg, "algo.grad_norm_clip", min_value=0)
     for key in ("algo.rho_bar", "algo.c_bar", "algo.pg_rho_bar"):
@@ -165,6 +169,11 @@ def validate(cfg: DictConfig) -> None:
         check_number(cfg, "algo.clip_ratio", min_value=0, min_inclusive=False)
         check_number(cfg, "algo.clip_value", min_value=0)
         check_bool(cfg, "algo.normalize_advantages")
+        check_bool(cfg, "algo.normalize_returns")
+        if cfg.algo.normalize_returns and cfg.algo.advantages == "vtrace":
+            raise ConfigError("algo.normalize_returns=true needs algo.advantages=gae: the returns are normalised "
+                              "once per batch, V-trace's change every minibatch (as in Sample Factory); set "
+                              "algo.normalize_returns=false for V-trace")
     _check_minibatches(cfg)
     _check_drac(cfg)
 

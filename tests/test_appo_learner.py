@@ -114,8 +114,8 @@ def test_appo_objective_gradient_at_ratio_one_is_impalas_over_the_sample_count(c
     objectives' parameter gradients differ only by APPO's mean: ∇APPO · T·B = ∇IMPALA."""
     common = ["algo.baseline_cost=0.0", "algo.entropy_cost=0.0", "algo.discount=0.99", *FP32]
     impala_cfg = compose(common)
-    appo_cfg = compose(["algo=appo", "algo.advantages=vtrace", "algo.normalize_advantages=false",
-                        "algo.clip_ratio=1e6", "algo.clip_value=0", *common])
+    appo_cfg = compose(["algo=appo", "algo.advantages=vtrace", "algo.normalize_returns=false",
+                        "algo.normalize_advantages=false", "algo.clip_ratio=1e6", "algo.clip_value=0", *common])
     spec = env_spec(impala_cfg.env)
     torch.manual_seed(0)
     model = build_model(impala_cfg.model, spec)
@@ -245,8 +245,9 @@ def test_appo_with_ucb_drac_trains_on_procgen_and_resumes_its_bandit(compose, tm
 
 @pytest.mark.integration
 def test_appo_trains_in_the_ray_runtime(compose, tmp_path):
-    cfg = compose(["runtime=ray", "algo=appo", "algo.advantages=vtrace", "runtime.num_actors=2",
-                   "runtime.envs_per_actor=4", "runtime.batch_size=8", "algo.minibatches=2", "total_steps=1024"])
+    cfg = compose(["runtime=ray", "algo=appo", "algo.advantages=vtrace", "algo.normalize_returns=false",
+                   "runtime.num_actors=2", "runtime.envs_per_actor=4", "runtime.batch_size=8", "algo.minibatches=2",
+                   "total_steps=1024"])
     summary = train(cfg, tmp_path)
     assert summary["learner_steps"] == 1024 // 128
     assert sorted(summary["unrolls_per_actor"]) == ["0", "1"]
@@ -256,13 +257,15 @@ def test_appo_trains_in_the_ray_runtime(compose, tmp_path):
 
 
 @pytest.mark.integration
-def test_two_appo_learners_equal_one(compose):
-    """Shares of shuffled minibatches, V-trace statistics all-reduced before the first chunk's loss,
+@pytest.mark.parametrize("advantages", [["algo.advantages=vtrace", "algo.normalize_returns=false"],
+                                        ["algo.advantages=gae", "algo.normalize_returns=true"]])
+def test_two_appo_learners_equal_one(compose, advantages):
+    """Shares of shuffled minibatches, advantage statistics all-reduced before the first chunk's loss
+    (V-trace's from the current network), return statistics from the whole batch on every replica,
     means weighted by the minibatch's samples: two replicas make the single learner's update."""
-    cfg = compose(["algo=appo", "algo.advantages=vtrace", "algo.epochs=2", "algo.minibatches=2",
-                   "algo.shuffle_minibatches=true", "runtime.envs_per_actor=4", "runtime.num_actors=2",
-                   "runtime.batch_size=8", "runtime.unroll_length=8", "runtime.learner_chunk=1", *FP32,
-                   *STEADY_ADAM])
+    cfg = compose(["algo=appo", *advantages, "algo.epochs=2", "algo.minibatches=2", "algo.shuffle_minibatches=true",
+                   "runtime.envs_per_actor=4", "runtime.num_actors=2", "runtime.batch_size=8",
+                   "runtime.unroll_length=8", "runtime.learner_chunk=1", *FP32, *STEADY_ADAM])
     batch = Unroll.concat([rollout(cfg, i) for i in range(2)])
     single = trained(cfg, batch, updates=2)
 

@@ -33,6 +33,7 @@ class AppoSettings:
     baseline_cost: float = 0.5       # value-loss coefficient
     entropy_cost: float = 0.003
     normalize_advantages: bool = True
+    normalize_returns: bool = False  # value heads predict returns over their running std (GAE only)
     rho_bar: float = 1.0             # V-trace clips (advantages=vtrace)
     c_bar: float = 1.0
     pg_rho_bar: float = 1.0
@@ -42,7 +43,7 @@ class AppoSettings:
         floats = ("gae_lambda", "clip_ratio", "clip_value", "baseline_cost", "entropy_cost", "rho_bar", "c_bar",
                   "pg_rho_bar")
         return cls(advantages=str(algo_cfg.advantages), normalize_advantages=bool(algo_cfg.normalize_advantages),
-                   **{k: float(algo_cfg[k]) for k in floats})
+                   normalize_returns=bool(algo_cfg.normalize_returns), **{k: float(algo_cfg[k]) for k in floats})
 
 
 class Targets(NamedTuple):

@@ -15,6 +15,7 @@ the gradient of the whole minibatch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -25,6 +26,7 @@ from rlzoo.algos.appo import AppoSettings, Targets, appo_loss, gae_targets, vtra
 from rlzoo.algos.drac import DracTerm
 from rlzoo.algos.impala import ImpalaSettings, impala_loss
 from rlzoo.algos.ppo import standardize
+from rlzoo.algos.return_normalization import ReturnNormalizer
 from rlzoo.algos.rewards import RewardMix, reward_streams
 from rlzoo.unroll import Batch
 
@@ -76,6 +78,16 @@ class Objective:
         """Once per batch, before any epoch."""
         return BatchTargets(intrinsic)
 
+    def in_reward_units(self, batch: Batch) -> Batch:
+        """The batch with its behaviour values in reward units (what the extra terms read)."""
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
     def advantages(self, out: dict[str, torch.Tensor] | None, batch: Batch, targets: BatchTargets) -> torch.Tensor:
         """The chunk's advantages before normalisation [T, b] (only when `normalizes_advantages`)."""
         raise NotImplementedError
@@ -109,7 +121,9 @@ class ImpalaObjective(Objective):
 
 class AppoObjective(Objective):
     """`appo_loss` (means over the minibatch) with GAE advantages fixed per batch, or V-trace
-    advantages recomputed from the current network for every minibatch; normalised per minibatch."""
+    advantages recomputed from the current network for every minibatch; normalised per minibatch.
+    With `normalize_returns` (GAE only) each value head works in units of its returns' running std
+    (`return_normalization.py`)."""
 
     reduction = "mean"
 
@@ -118,13 +132,36 @@ class AppoObjective(Objective):
         self.mix = mix
         self.normalizes_advantages = settings.normalize_advantages
         self.advantages_need_forward = settings.advantages == "vtrace"
+        self.normalizers: dict[str, ReturnNormalizer] = {}  # value head -> its returns' statistics
+
+    def _normalizer(self, key: str) -> ReturnNormalizer:
+        return self.normalizers.setdefault(key, ReturnNormalizer())
 
     def prepare(self, batch: Batch, intrinsic: torch.Tensor | None) -> BatchTargets:
         if self.settings.advantages == "vtrace":
             return BatchTargets(intrinsic)
         streams = reward_streams(batch.rewards, intrinsic, batch.dones, self.mix)
-        fixed = gae_targets(batch.values, streams, self.settings.gae_lambda)
-        return BatchTargets(intrinsic, fixed.advantages, fixed.returns)
+        fixed = gae_targets(self.in_reward_units(batch).values, streams, self.settings.gae_lambda)
+        returns = fixed.returns
+        if self.settings.normalize_returns:
+            # As Sample Factory: the statistics absorb this batch's returns before they normalise them.
+            for key, value_targets in returns.items():
+                self._normalizer(key).update(value_targets)
+            returns = {key: self._normalizer(key).normalize(r) for key, r in returns.items()}
+        return BatchTargets(intrinsic, fixed.advantages, returns)
+
+    def in_reward_units(self, batch: Batch) -> Batch:
+        if not self.settings.normalize_returns:
+            return batch
+        values = {key: self._normalizer(key).denormalize(v) for key, v in batch.values.items()}
+        return dataclasses.replace(batch, values=values)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"return_normalizers": {key: n.state_dict() for key, n in self.normalizers.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, moments in state.get("return_normalizers", {}).items():
+            self._normalizer(key).load_state_dict(moments)
 
     def _targets(self, out: dict[str, torch.Tensor] | None, batch: Batch, targets: BatchTargets) -> Targets:
         if targets.advantages is not None:

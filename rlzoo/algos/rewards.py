@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 
-REWARD_CLIPS = ("abs_one", "none")
+REWARD_CLIPS = ("abs_one", "none")  # or a positive number c: clip to [−c, c] (Sample Factory's reward_clip)
 
 
-def clip_reward(rewards: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "abs_one":
-        return rewards.clamp(-1.0, 1.0)
-    return rewards
+def clip_reward(rewards: torch.Tensor, mode: str | float) -> torch.Tensor:
+    if mode == "none":
+        return rewards
+    bound = 1.0 if mode == "abs_one" else float(mode)
+    return rewards.clamp(-bound, bound)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class RewardMix:
     """How a run weighs, clips and discounts its rewards (from `algo.*` and `bonus.*`)."""
 
     discount: float = 0.99            # γ of the extrinsic return (algo.discount)
-    clip: str = "abs_one"             # algo.reward_clip
+    clip: str | float = "abs_one"     # algo.reward_clip
     extrinsic_coef: float = 1.0       # bonus.extrinsic_coef
     intrinsic_coef: float = 0.0       # bonus.coef
     two_streams: bool = False         # bonus.separate_value_head

@@ -101,8 +101,9 @@ class Learner:
                 # 2. What stays fixed for every epoch: the objective's targets (APPO's GAE advantages)
                 # and the extra terms' per-batch work (UCB-DrAC's augmentation, the kickstarting teacher).
                 targets = self.objective.prepare(batch, intrinsic)
+                in_reward_units = self.objective.in_reward_units(batch)
                 metrics = {k: v for term in self.terms
-                           for k, v in term.start_update(batch, intrinsic, env_steps).items()}
+                           for k, v in term.start_update(in_reward_units, intrinsic, env_steps).items()}
                 # 3. Epochs × minibatches: the gradient of this replica's share of a minibatch, then one
                 # optimizer step on the gradient summed over replicas (skipped when it is not finite).
                 steps, columns = [], torch.arange(batch.num_columns, device=self.device)
@@ -280,6 +281,8 @@ class Learner:
             state["bonus"] = self.bonus.state_dict()
         if self.terms:
             state["terms"] = {term.name: term.state_dict() for term in self.terms}
+        if self.objective is not None and self.objective.state_dict():
+            state["objective"] = self.objective.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -291,6 +294,8 @@ class Learner:
             self.bonus.load_state_dict(state["bonus"])
         for term in self.terms:
             term.load_state_dict(state.get("terms", {}).get(term.name, {}))
+        if self.objective is not None:
+            self.objective.load_state_dict(state.get("objective", {}))
 
 
 def _mean_over_steps(steps: list[dict[str, float]]) -> dict[str, float]:
