@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlzoo.algos.appo import gae_targets
-from rlzoo.algos.objective import build_objective
+from rlzoo.algos.objective import Chunk, build_objective
 from rlzoo.algos.return_normalization import CLIP, EPS, Moments, ReturnNormalizer, merge_moments
 from rlzoo.algos.rewards import RewardMix, reward_streams
 from rlzoo.config import ConfigError, validate
@@ -41,18 +41,20 @@ def test_normalise_and_denormalise_clip_at_five_standard_deviations():
 
 
 def test_appo_targets_run_gae_in_reward_units_and_normalise_returns_after_the_update(compose):
-    cfg = compose(["algo=appo", "algo.gae_lambda=0.9"])
+    cfg = compose(["algo=appo", "algo.gae_lambda=0.9", "algo.clip_value=0", "algo.normalize_advantages=false"])
     objective = build_objective(cfg.algo, cfg.bonus)
     prior = Moments(mean=1.0, var=4.0 - EPS, count=50.0)
-    objective._normalizer("baseline").moments = prior
+    objective.normalizers["baseline"].moments = prior
     batch = synthetic_unroll({"x": ((2,), np.float32)}, 5, 8, 3, value_heads=("baseline",)).to_torch(CPU)
     batch.rewards.mul_(30.0)  # some beyond the ±10 clip
+    in_units = objective.in_reward_units(batch).values["baseline"]  # what the learner hands the extra terms
 
     targets = objective.prepare(batch, None)
 
     # By hand: values back to reward units with the prior (clip ±5, ×2, +1), GAE there, then the
     # statistics absorb the returns and the value targets are the returns in the new units.
     values = batch.values["baseline"].clamp(-5, 5) * 2.0 + 1.0
+    torch.testing.assert_close(in_units, values)
     streams = reward_streams(batch.rewards, None, batch.dones, RewardMix(discount=cfg.algo.discount, clip=10.0))
     assert float(streams[0].rewards.abs().max()) == 10.0
     expected = gae_targets({"baseline": values}, streams, 0.9)
@@ -62,10 +64,15 @@ def test_appo_targets_run_gae_in_reward_units_and_normalise_returns_after_the_up
     assert objective.normalizers["baseline"].moments == pytest.approx(moments)
     normalised = ((returns - moments.mean) / (moments.var + EPS) ** 0.5).clamp(-5, 5).float()
     torch.testing.assert_close(targets.returns["baseline"], normalised)
-    # What the extra terms (UCB-DrAC's credit) read: values in reward units, with the updated statistics.
-    in_units = objective.in_reward_units(batch).values["baseline"]
-    torch.testing.assert_close(in_units, batch.values["baseline"].clamp(-5, 5) * objective.normalizers["baseline"].std
-                               + moments.mean)
+
+    # The value loss compares the head's output with those normalised targets.
+    cols = torch.arange(3)
+    out = {"logits": torch.zeros(9, 3, 5), "baseline": torch.randn(9, 3)}
+    chunk = Chunk(batch, targets, out, forward=None, share=1.0, env_steps=0, columns=cols)
+    _, metrics = objective.loss(chunk, None)
+    expected_loss = float((out["baseline"][:-1] - normalised).square().mean())
+    assert metrics["loss/baseline"] == pytest.approx(expected_loss, rel=1e-5)
+    assert expected_loss != pytest.approx(float((out["baseline"][:-1] - returns.float()).square().mean()), rel=1e-2)
 
 
 def test_without_normalisation_the_targets_are_plain_gae(compose):
@@ -90,19 +97,59 @@ def test_bad_settings_name_the_key(compose, overrides, match):
         validate(compose(overrides))
 
 
-def test_the_learner_checkpoints_the_statistics(compose):
+class _Recorder:
+    """An extra loss term that only records the behaviour values it is handed."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.values = None
+
+    def start_update(self, batch, intrinsic, env_steps):
+        self.values = batch.values["baseline"].clone()
+        return {}
+
+    def __call__(self, chunk):
+        return torch.zeros(()), {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _learner(compose, normalize):
     from rlzoo.envs import env_spec
     from rlzoo.runtime.learner import Learner
 
-    cfg = compose(["algo=appo", "runtime.envs_per_actor=2", "runtime.batch_size=2", "runtime.unroll_length=4",
+    cfg = compose(["algo=appo", f"algo.normalize_returns={normalize}", "runtime.envs_per_actor=2",
+                   "runtime.batch_size=2", "runtime.unroll_length=4", "algo.epochs=2", "algo.minibatches=2",
                    "runtime.precision=fp32"])
     spec = env_spec(cfg.env)
     batch = synthetic_unroll(spec.obs_space, spec.num_actions, 4, 2, int(cfg.model.lstm_size),
                              value_heads=("baseline",))
-    learner = Learner(cfg, spec, 2, CPU)
+    return Learner(cfg, spec, 2, CPU), batch
+
+
+def test_the_learner_updates_once_per_batch_hands_terms_reward_units_and_checkpoints_the_statistics(compose):
+    learner, batch = _learner(compose, "true")
+    learner.objective.normalizers["baseline"].moments = Moments(mean=1.0, var=4.0 - EPS, count=50.0)
+    recorder = _Recorder()
+    learner.terms.append(recorder)
     learner.update(batch, 0)
+    # The terms (UCB-DrAC's credit) see the values in reward units with the statistics GAE used.
+    torch.testing.assert_close(recorder.values, torch.from_numpy(batch.values["baseline"]).clamp(-5, 5) * 2.0 + 1.0)
     state = learner.state_dict()
-    assert state["objective"]["return_normalizers"]["baseline"]["count"] == 1 + 4 * 2
-    resumed = Learner(cfg, spec, 2, CPU)
+    assert state["objective"]["return_normalizers"]["baseline"]["count"] == 50 + 4 * 2  # once, not per epoch
+    learner.terms.remove(recorder)
+
+    resumed, _ = _learner(compose, "true")
     resumed.load_state_dict(state)
     assert resumed.objective.normalizers["baseline"].moments == learner.objective.normalizers["baseline"].moments
+    # Value heads trained in one unit cannot resume in the other.
+    plain, _ = _learner(compose, "false")
+    with pytest.raises(ValueError, match="trained with algo.normalize_returns=true"):
+        plain.load_state_dict(state)
+    with pytest.raises(ValueError, match="trained with algo.normalize_returns=false"):
+        resumed.load_state_dict(plain.state_dict())

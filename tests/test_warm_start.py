@@ -73,3 +73,14 @@ def test_init_from_loads_the_source_weights_and_resume_takes_precedence(compose,
     for k, v in own.items():
         assert torch.equal(resumed.learner.model.state_dict()[k], v), k
     resumed.close()
+
+
+@pytest.mark.integration
+def test_init_from_brings_the_return_statistics_with_the_value_head(compose, tmp_path):
+    appo = ["algo=appo", "total_steps=128"]
+    train(compose(appo), tmp_path / "source")
+    source = load_checkpoint(latest_path(tmp_path / "source"))["learner"]["objective"]["return_normalizers"]
+    assert source["baseline"]["count"] > 1
+    warm = Trainer(compose([*appo, f"init_from={tmp_path / 'source'}"]), tmp_path / "warm")
+    assert warm.learner.objective.normalizers["baseline"].state_dict() == source["baseline"]
+    warm.close()

@@ -132,10 +132,9 @@ class AppoObjective(Objective):
         self.mix = mix
         self.normalizes_advantages = settings.normalize_advantages
         self.advantages_need_forward = settings.advantages == "vtrace"
-        self.normalizers: dict[str, ReturnNormalizer] = {}  # value head -> its returns' statistics
-
-    def _normalizer(self, key: str) -> ReturnNormalizer:
-        return self.normalizers.setdefault(key, ReturnNormalizer())
+        # Value head -> the running statistics of its returns (Sample Factory keeps them in the model).
+        heads = ("baseline", "int_baseline") if mix.two_streams else ("baseline",)
+        self.normalizers = {key: ReturnNormalizer() for key in heads} if settings.normalize_returns else {}
 
     def prepare(self, batch: Batch, intrinsic: torch.Tensor | None) -> BatchTargets:
         if self.settings.advantages == "vtrace":
@@ -143,25 +142,35 @@ class AppoObjective(Objective):
         streams = reward_streams(batch.rewards, intrinsic, batch.dones, self.mix)
         fixed = gae_targets(self.in_reward_units(batch).values, streams, self.settings.gae_lambda)
         returns = fixed.returns
-        if self.settings.normalize_returns:
+        if self.normalizers:
             # As Sample Factory: the statistics absorb this batch's returns before they normalise them.
             for key, value_targets in returns.items():
-                self._normalizer(key).update(value_targets)
-            returns = {key: self._normalizer(key).normalize(r) for key, r in returns.items()}
+                self.normalizers[key].update(value_targets)
+            returns = {key: self.normalizers[key].normalize(r) for key, r in returns.items()}
         return BatchTargets(intrinsic, fixed.advantages, returns)
 
     def in_reward_units(self, batch: Batch) -> Batch:
-        if not self.settings.normalize_returns:
+        if not self.normalizers:
             return batch
-        values = {key: self._normalizer(key).denormalize(v) for key, v in batch.values.items()}
+        values = {key: self.normalizers[key].denormalize(v) if key in self.normalizers else v
+                  for key, v in batch.values.items()}
         return dataclasses.replace(batch, values=values)
 
     def state_dict(self) -> dict[str, Any]:
+        if not self.normalizers:
+            return {}
         return {"return_normalizers": {key: n.state_dict() for key, n in self.normalizers.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, moments in state.get("return_normalizers", {}).items():
-            self._normalizer(key).load_state_dict(moments)
+        saved = state.get("return_normalizers", {})
+        if set(saved) != set(self.normalizers):
+            # The value heads' weights only mean something with the statistics they were trained with.
+            raise ValueError(
+                f"the checkpoint has return statistics for {sorted(saved) or 'no value head'}, this run expects "
+                f"{sorted(self.normalizers) or 'none'}: it was trained with algo.normalize_returns="
+                f"{str(bool(saved)).lower()}; resume with the same setting")
+        for key, moments in saved.items():
+            self.normalizers[key].load_state_dict(moments)
 
     def _targets(self, out: dict[str, torch.Tensor] | None, batch: Batch, targets: BatchTargets) -> Targets:
         if targets.advantages is not None:

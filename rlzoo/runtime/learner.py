@@ -100,8 +100,8 @@ class Learner:
             else:
                 # 2. What stays fixed for every epoch: the objective's targets (APPO's GAE advantages)
                 # and the extra terms' per-batch work (UCB-DrAC's augmentation, the kickstarting teacher).
+                in_reward_units = self.objective.in_reward_units(batch)  # before prepare updates the statistics
                 targets = self.objective.prepare(batch, intrinsic)
-                in_reward_units = self.objective.in_reward_units(batch)
                 metrics = {k: v for term in self.terms
                            for k, v in term.start_update(in_reward_units, intrinsic, env_steps).items()}
                 # 3. Epochs × minibatches: the gradient of this replica's share of a minibatch, then one
@@ -282,7 +282,7 @@ class Learner:
         if self.terms:
             state["terms"] = {term.name: term.state_dict() for term in self.terms}
         if self.objective is not None and self.objective.state_dict():
-            state["objective"] = self.objective.state_dict()
+            state["objective"] = self.objective.state_dict()  # APPO's return statistics
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

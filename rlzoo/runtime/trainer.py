@@ -131,6 +131,8 @@ class Trainer:
                 where = path if part not in state["learner"] else "this run (bonus=none)"
                 raise ConfigError(f"init_from_parts includes {part}, but {where} has no {part} state")
             merged[part] = state["learner"][part]
+        if "objective" in state["learner"] and "objective" in merged:
+            merged["objective"] = state["learner"]["objective"]  # the value heads' return statistics go with them
         try:
             self.learner.load_state_dict(merged)
         except (RuntimeError, KeyError, ValueError) as err:
