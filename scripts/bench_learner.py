@@ -61,6 +61,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(args.repeats):
+                batch.unroll_index += 1  # each environment's next unroll, as episodic bonuses require
                 learner.update(batch, 0)
             if device.type == "cuda":
                 torch.cuda.synchronize()
