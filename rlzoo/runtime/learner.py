@@ -281,8 +281,8 @@ class Learner:
             state["bonus"] = self.bonus.state_dict()
         if self.terms:
             state["terms"] = {term.name: term.state_dict() for term in self.terms}
-        if self.objective is not None and self.objective.state_dict():
-            state["objective"] = self.objective.state_dict()  # APPO's return statistics
+        if self.objective is not None and (objective := self.objective.state_dict()):
+            state["objective"] = objective  # APPO's return statistics
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
