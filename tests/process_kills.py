@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from typing import Any, Callable
 
 
-def run_killing(trainer: Any, victim: int, when: Callable[[], bool], timeout_s: float = 300.0) -> tuple[dict, int]:
-    """`trainer.run()` while process `victim` is sent SIGKILL as soon as `when()` holds; returns the
-    run's summary and the trainer's env steps at the kill."""
+def run_killing(trainer: Any, victim: int, when: Callable[[], bool]) -> tuple[dict, int]:
+    """`trainer.run()` while process `victim` is sent SIGKILL after the first learner step at which `when()`
+    holds; returns the run's summary and the trainer's env steps at the kill.
+
+    The kill is made from the trainer's own loop, between two learner steps, so that it always lands while
+    the run is under way: a killer thread polling `when()` can lose the race to a fast run's last steps and
+    kill the process while the run is already closing, which tests nothing."""
     killed_at: list[int] = []
+    train_on = trainer._train_on
 
-    def kill() -> None:
-        deadline = time.monotonic() + timeout_s
-        while not when():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
-        killed_at.append(trainer.env_steps)
-        os.kill(victim, signal.SIGKILL)
+    def train_on_then_kill(*args: Any, **kwargs: Any) -> None:
+        train_on(*args, **kwargs)
+        if not killed_at and when():
+            killed_at.append(trainer.env_steps)
+            os.kill(victim, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill, daemon=True)
-    killer.start()
+    trainer._train_on = train_on_then_kill
     summary = trainer.run()
-    killer.join(timeout=5)
     assert killed_at, "the run ended before the kill's condition held"
+    assert summary["env_steps"] > killed_at[0] or summary["stopped_by"] != "done", "nothing ran after the kill"
     return summary, killed_at[0]

@@ -345,7 +345,7 @@ def test_a_failing_environment_is_rebuilt_alone_and_the_others_keep_their_episod
 def test_a_killed_learner_replica_restarts_the_run_from_its_last_checkpoint(compose, tmp_path):
     cfg = compose(["runtime=ray", "runtime.num_actors=1", "runtime.learners=2", "runtime.batch_size=8",
                    "runtime.envs_per_actor=4", "total_steps=3072", "runtime.allow_oversubscribe=true",
-                   "checkpoint.interval_s=0.5", "logger.log_interval_s=0.2"])
+                   "checkpoint.interval_s=1e-9", "logger.log_interval_s=0.2"])  # a checkpoint after every learner step
     trainer = Trainer(cfg, tmp_path)
     victim = trainer.learner.pids()[1]
     with pytest.warns(UserWarning, match="learner replica died.*from the last checkpoint"):
@@ -357,3 +357,16 @@ def test_a_killed_learner_replica_restarts_the_run_from_its_last_checkpoint(comp
     assert 0 < summary["env_steps_lost"] <= killed_at + 4 * 16 * 4
     steps = _metric_steps(tmp_path)
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # the log went back with the run: no duplicates
+
+
+@pytest.mark.integration
+def test_a_learner_replica_lost_after_the_last_checkpoint_does_not_fail_the_close(compose, tmp_path):
+    cfg = compose(["runtime=ray", "runtime.num_actors=1", "runtime.learners=2", "runtime.batch_size=8",
+                   "runtime.envs_per_actor=4", "runtime.allow_oversubscribe=true"])
+    trainer = Trainer(cfg, tmp_path)
+    victim = trainer.learner.pids()[1]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{victim}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    trainer.close()  # the run is over and its state saved: closing must not turn the loss into a crash

@@ -233,4 +233,7 @@ class RemoteLearners:
             self.ray.kill(replica, no_restart=True)
 
     def close(self) -> None:
-        self._get([r.close.remote() for r in self.replicas])
+        try:
+            self._get([r.close.remote() for r in self.replicas])
+        except LearnerReplicaLost:  # lost after the run's last checkpoint: nothing left to save
+            self.kill()
