@@ -25,8 +25,8 @@ def _step(doc: str, **field_kwargs: Any) -> Any:
     return dataclasses.field(metadata={"axis": STEP, "doc": doc}, **field_kwargs)
 
 
-def _column(doc: str) -> Any:
-    return dataclasses.field(metadata={"axis": COLUMN, "doc": doc})
+def _column(doc: str, **field_kwargs: Any) -> Any:
+    return dataclasses.field(metadata={"axis": COLUMN, "doc": doc}, **field_kwargs)
 
 
 @dataclasses.dataclass
@@ -46,6 +46,8 @@ class Unroll:
     actor_ids: Array = _column("[B] int64: the rollout worker that stepped the environment")
     values: dict[str, Array] = _step("[T+1, B] float32 per value head: the behaviour policy's V(obs[t])",
                                      default_factory=dict, kw_only=True)
+    bootstrap_state: tuple[Array, ...] = _column("each [B, H]: recurrent state before obs[T] (recorded with "
+                                                 "`values`)", default_factory=tuple, kw_only=True)
 
     @property
     def num_columns(self) -> int:
@@ -149,6 +151,7 @@ def synthetic_unroll(obs_space: dict[str, tuple[tuple[int, ...], np.dtype]], num
     unroll.rewards[...] = rng.standard_normal(unroll.rewards.shape)
     unroll.logits[...] = rng.standard_normal(unroll.logits.shape)
     unroll.core_state = tuple(np.zeros((columns, lstm_size), np.float32) for _ in range(2)) if lstm_size else ()
+    unroll.bootstrap_state = unroll.core_state if value_heads else ()
     unroll.env_ids[...] = np.arange(columns)
     unroll.unroll_index[...] = 0
     unroll.policy_version[...] = 0

@@ -67,6 +67,31 @@ def test_rollout_records_the_behaviour_values_of_every_head_and_the_bootstrap_st
         assert u.values[key].shape == (u.num_steps + 1, u.num_columns)
         torch.testing.assert_close(u.values[key], out[key], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(u.logits, out["logits"][:-1], rtol=1e-4, atol=1e-5)
+    if heads:  # the recurrent state before obs[T], from which the learner recomputes V(obs[T])
+        last = {k: v[-1:] for k, v in u.obs.items()}
+        with torch.no_grad():
+            out_t, _ = worker.model(last, u.first[-1:], u.bootstrap_state)
+        for key in heads:
+            torch.testing.assert_close(out_t[key][0], u.values[key][-1], rtol=1e-4, atol=1e-5)
+    else:
+        assert u.bootstrap_state == ()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("model", ["model.lstm_size=256", "model.lstm_size=0"])
+def test_appo_gae_bootstraps_from_the_learners_network_not_the_actors_value(compose, model):
+    """As Sample Factory: V(obs[T]) comes from the learner's network as the batch arrives (with the actor's
+    recurrent state), so the actor's value there does not change the update; V(obs[t<T]) does."""
+    cfg = compose(["algo=appo", "runtime.unroll_length=8", model, *FP32, *STEADY_ADAM])
+    batch = rollout(cfg)
+    reference = trained(cfg, batch)
+    for key in batch.values:
+        batch.values[key][-1] += 100.0
+    assert_same_weights(reference, trained(cfg, batch))
+    for key in batch.values:
+        batch.values[key][0] += 100.0
+    changed = trained(cfg, batch).model.state_dict()
+    assert any(not torch.equal(v, changed[k]) for k, v in reference.model.state_dict().items())
 
 
 @pytest.mark.unit

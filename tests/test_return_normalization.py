@@ -137,9 +137,11 @@ def test_the_learner_updates_once_per_batch_hands_terms_reward_units_and_checkpo
     learner.objective.normalizers["baseline"].moments = Moments(mean=1.0, var=4.0 - EPS, count=50.0)
     recorder = _Recorder()
     learner.terms.append(recorder)
+    values = learner._bootstrap_from_learner(batch.to_torch()).values["baseline"]  # V(obs[T]): the learner's
+    assert torch.equal(values[:-1], torch.from_numpy(batch.values["baseline"][:-1]))
     learner.update(batch, 0)
     # The terms (UCB-DrAC's credit) see the values in reward units with the statistics GAE used.
-    torch.testing.assert_close(recorder.values, torch.from_numpy(batch.values["baseline"]).clamp(-5, 5) * 2.0 + 1.0)
+    torch.testing.assert_close(recorder.values, values.clamp(-5, 5) * 2.0 + 1.0)
     state = learner.state_dict()
     assert state["objective"]["return_normalizers"]["baseline"]["count"] == 50 + 4 * 2  # once, not per epoch
     learner.terms.remove(recorder)

@@ -69,6 +69,7 @@ class Objective:
     reduction = "sum"                  # "sum": losses add over samples; "mean": averaged over the minibatch
     normalizes_advantages = False      # the learner then gathers the minibatch's advantage statistics
     advantages_need_forward = False    # ... which needs the current network's output (V-trace)
+    bootstraps_from_learner = False    # the learner replaces values[T] by its own V(obs[T]) before `prepare`
 
     def sample_weight(self, minibatch_samples: int, num_steps: int) -> float:
         """The weight of one sample's loss in the minibatch's gradient (over all replicas)."""
@@ -132,6 +133,8 @@ class AppoObjective(Objective):
         self.mix = mix
         self.normalizes_advantages = settings.normalize_advantages
         self.advantages_need_forward = settings.advantages == "vtrace"
+        # Sample Factory's GAE bootstraps from the learner's network as the batch arrives, not the actor's.
+        self.bootstraps_from_learner = settings.advantages == "gae"
         # Value head -> the running statistics of its returns (Sample Factory keeps them in the model).
         heads = ("baseline", "int_baseline") if mix.two_streams else ("baseline",)
         self.normalizers = {key: ReturnNormalizer() for key in heads} if settings.normalize_returns else {}

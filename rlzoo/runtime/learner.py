@@ -9,6 +9,7 @@ around them (devices, precision, minibatches, chunks, replicas, non-finite updat
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -100,6 +101,8 @@ class Learner:
             else:
                 # 2. What stays fixed for every epoch: the objective's targets (APPO's GAE advantages)
                 # and the extra terms' per-batch work (UCB-DrAC's augmentation, the kickstarting teacher).
+                if self.objective.bootstraps_from_learner:
+                    batch = self._bootstrap_from_learner(batch)
                 in_reward_units = self.objective.in_reward_units(batch)  # before prepare updates the statistics
                 targets = self.objective.prepare(batch, intrinsic)
                 metrics = {k: v for term in self.terms
@@ -124,6 +127,15 @@ class Learner:
         if "loss/total" in metrics:  # a step was taken (skipped ones report only the skip)
             metrics["learner/update_s"] = time.perf_counter() - start
         return metrics
+
+    def _bootstrap_from_learner(self, batch: Batch) -> Batch:
+        """The batch with `values[T]` recomputed by the learner's network as it is now, from obs[T] and the
+        actor's recurrent state there (Sample Factory's bootstrap for GAE); values[:T] stay the actor's."""
+        last = {k: v[-1:] for k, v in batch.obs.items()}
+        with torch.no_grad():
+            out = self._forward(last, batch.first[-1:], batch.bootstrap_state)
+        values = {k: torch.cat([v[:-1], out[k].to(v.dtype)]) for k, v in batch.values.items()}
+        return dataclasses.replace(batch, values=values)
 
     def _bonus_reward(self, batch: Batch) -> tuple[torch.Tensor | None, Future | None]:
         if self.bonus is None:

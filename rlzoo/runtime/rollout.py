@@ -122,6 +122,8 @@ class RolloutWorker:
                 break  # obs[T] only bootstraps; it is also obs[0] of the next unroll
 
             tic = time.perf_counter()
+            if t == self.unroll_length:  # the learner may recompute V(obs[T]) from this state
+                u.bootstrap_state = tuple(s.float().numpy().copy() for s in state)
             out, next_state = self.model.step({k: v[t] for k, v in u.obs.items()}, u.first[t], state)
             for key in self.value_heads:
                 u.values[key][t] = out[key].numpy()
