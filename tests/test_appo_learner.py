@@ -84,6 +84,11 @@ def test_appo_gae_bootstraps_from_the_learners_network_not_the_actors_value(comp
     recurrent state), so the actor's value there does not change the update; V(obs[t<T]) does."""
     cfg = compose(["algo=appo", "runtime.unroll_length=8", model, *FP32, *STEADY_ADAM])
     batch = rollout(cfg)
+    # With the weights the actor acted with, the learner's V(obs[T]) is the actor's: same state, same obs.
+    fresh = Learner(cfg, env_spec(cfg.env), num_envs=batch.num_columns, device=CPU)
+    recomputed = fresh._bootstrap_from_learner(batch.to_torch()).values
+    for key, values in batch.values.items():
+        torch.testing.assert_close(recomputed[key][-1], torch.from_numpy(values[-1]), rtol=1e-4, atol=1e-5)
     reference = trained(cfg, batch)
     for key in batch.values:
         batch.values[key][-1] += 100.0

@@ -131,6 +131,9 @@ class Learner:
     def _bootstrap_from_learner(self, batch: Batch) -> Batch:
         """The batch with `values[T]` recomputed by the learner's network as it is now, from obs[T] and the
         actor's recurrent state there (Sample Factory's bootstrap for GAE); values[:T] stay the actor's."""
+        if len(batch.bootstrap_state) != len(batch.core_state):
+            raise ValueError("APPO's GAE needs the actors' recurrent state before obs[T] (Unroll.bootstrap_state, "
+                             "recorded with the behaviour values); this batch has none")
         last = {k: v[-1:] for k, v in batch.obs.items()}
         with torch.no_grad():
             out = self._forward(last, batch.first[-1:], batch.bootstrap_state)
