@@ -5,6 +5,7 @@ import os
 import secrets
 import socket
 import stat
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +233,24 @@ class RemoteLearners:
         for replica in self.replicas:
             self.ray.kill(replica, no_restart=True)
 
-    def close(self) -> None:
-        try:
-            self._get([r.close.remote() for r in self.replicas])
-        except LearnerReplicaLost:  # lost after the run's last checkpoint: nothing left to save
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Close every replica. A replica lost by then (after a finished run's last checkpoint, which is
+        written before the close) is reported, the others finish their own close first (bonus threads,
+        annotator processes) and then all are stopped. An error raised inside a replica's close is
+        raised here, after that."""
+        refs = [r.close.remote() for r in self.replicas]
+        self.ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        lost, failure = [], None
+        for rank, ref in enumerate(refs):
+            try:
+                self.ray.get(ref, timeout=0)
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
+                lost.append(rank)  # died, or still closing after timeout_s
+            except Exception as err:  # raised by the replica's own close
+                failure = failure or err
+        if lost:
+            warnings.warn(f"learner replica(s) {lost} died or did not close within {timeout_s:g} s; stopping "
+                          "all replicas", stacklevel=2)
             self.kill()
+        if failure is not None:
+            raise failure
